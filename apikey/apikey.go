@@ -1,0 +1,237 @@
+// Package apikey implements the keygate token format (SPEC §2):
+//
+//	<type>_<env>_<secret>
+//
+// where type is the secret or publishable prefix (sk, pk by default), env is
+// live or test, and secret is 32 base62 characters from crypto/rand followed
+// by a 6-character base62 CRC-32/IEEE checksum of everything before it. A
+// scanner can verify a found token offline, and keygate rejects a mistyped
+// or made-up token before it touches the cache or the store.
+package apikey
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"regexp"
+
+	"github.com/keygate/keygate"
+)
+
+// The base62 alphabet, in SPEC order.
+const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+const (
+	secretLen   = 32
+	checksumLen = 6
+	// IDLen is the number of base62 characters after "key_" in a key id.
+	idLen = 20
+)
+
+// Errors of Parse. Both mean invalid_api_key to a client; they differ only
+// for logs and metrics.
+var (
+	ErrMalformed = errors.New("apikey: token does not have the keygate shape")
+	ErrChecksum  = errors.New("apikey: token checksum does not match")
+)
+
+var prefixPattern = regexp.MustCompile(`^[a-z]{2,8}$`)
+
+// Format is the token format of one deployment: its two type prefixes.
+// The zero value is not usable; use NewFormat or DefaultFormat.
+type Format struct {
+	secret, publishable string
+}
+
+// DefaultFormat returns the format with the default prefixes sk and pk.
+func DefaultFormat() Format { return Format{secret: "sk", publishable: "pk"} }
+
+// NewFormat returns a format with the given prefixes, each ^[a-z]{2,8}$ and
+// different from the other.
+func NewFormat(secretPrefix, publishablePrefix string) (Format, error) {
+	if !prefixPattern.MatchString(secretPrefix) {
+		return Format{}, fmt.Errorf("secret prefix %q must match ^[a-z]{2,8}$", secretPrefix)
+	}
+	if !prefixPattern.MatchString(publishablePrefix) {
+		return Format{}, fmt.Errorf("publishable prefix %q must match ^[a-z]{2,8}$", publishablePrefix)
+	}
+	if secretPrefix == publishablePrefix {
+		return Format{}, fmt.Errorf("secret and publishable prefixes must differ (both %q)", secretPrefix)
+	}
+	return Format{secret: secretPrefix, publishable: publishablePrefix}, nil
+}
+
+// Token is a parsed, checksum-verified token. It holds the secret: never
+// log it, print it only at creation.
+type Token struct {
+	raw  string
+	typ  keygate.KeyType
+	env  keygate.Environment
+	head int // length of "<type>_<env>_"
+}
+
+// String returns the whole token.
+func (t Token) String() string { return t.raw }
+
+// Type is the token's key type.
+func (t Token) Type() keygate.KeyType { return t.typ }
+
+// Environment is the token's environment.
+func (t Token) Environment() keygate.Environment { return t.env }
+
+// Hash is the SHA-256 of the whole token.
+func (t Token) Hash() keygate.Hash { return sha256.Sum256([]byte(t.raw)) }
+
+// Prefix is "<type>_<env>_" and the secret's first four characters: what
+// identifies a key in lists and logs.
+func (t Token) Prefix() string { return t.raw[:t.head+4] }
+
+// Last4 is the token's last four characters.
+func (t Token) Last4() string { return t.raw[len(t.raw)-4:] }
+
+// Generate returns a new random token of type typ in environment env.
+func (f Format) Generate(typ keygate.KeyType, env keygate.Environment) (Token, error) {
+	p, err := f.prefix(typ)
+	if err != nil {
+		return Token{}, err
+	}
+	if !env.Valid() {
+		return Token{}, fmt.Errorf("apikey: unknown environment %q", env)
+	}
+	head := p + "_" + string(env) + "_"
+	buf := make([]byte, len(head)+secretLen+checksumLen)
+	copy(buf, head)
+	if err := randomBase62(buf[len(head) : len(head)+secretLen]); err != nil {
+		return Token{}, err
+	}
+	n := len(head) + secretLen
+	putChecksum(buf[n:], crc32.ChecksumIEEE(buf[:n]))
+	return Token{raw: string(buf), typ: typ, env: env, head: len(head)}, nil
+}
+
+func (f Format) prefix(typ keygate.KeyType) (string, error) {
+	switch {
+	case f.secret == "":
+		return "", errors.New("apikey: zero Format")
+	case typ == keygate.Secret:
+		return f.secret, nil
+	case typ == keygate.Publishable:
+		return f.publishable, nil
+	}
+	return "", fmt.Errorf("apikey: unknown key type %q", typ)
+}
+
+// Parse checks that s has the native token shape of f and a correct
+// checksum. It does not allocate: Check calls it on every request.
+func (f Format) Parse(s string) (Token, error) {
+	var t Token
+	rest := s
+	switch {
+	case f.secret != "" && hasPrefixUnderscore(s, f.secret):
+		t.typ = keygate.Secret
+		rest = s[len(f.secret)+1:]
+	case f.publishable != "" && hasPrefixUnderscore(s, f.publishable):
+		t.typ = keygate.Publishable
+		rest = s[len(f.publishable)+1:]
+	default:
+		return Token{}, ErrMalformed
+	}
+	switch {
+	case len(rest) >= 5 && rest[:5] == "live_":
+		t.env = keygate.Live
+	case len(rest) >= 5 && rest[:5] == "test_":
+		t.env = keygate.Test
+	default:
+		return Token{}, ErrMalformed
+	}
+	body := rest[5:]
+	if len(body) != secretLen+checksumLen {
+		return Token{}, ErrMalformed
+	}
+	var sum uint64
+	for i := 0; i < len(body); i++ {
+		d := digit(body[i])
+		if d < 0 {
+			return Token{}, ErrMalformed
+		}
+		if i >= secretLen {
+			sum = sum*62 + uint64(d)
+		}
+	}
+	n := len(s) - checksumLen
+	if sum != uint64(crc32.ChecksumIEEE([]byte(s[:n]))) {
+		return Token{}, ErrChecksum
+	}
+	t.raw = s
+	t.head = len(s) - len(body)
+	return t, nil
+}
+
+func hasPrefixUnderscore(s, p string) bool {
+	return len(s) > len(p) && s[:len(p)] == p && s[len(p)] == '_'
+}
+
+func digit(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'Z':
+		return int(c-'A') + 10
+	case c >= 'a' && c <= 'z':
+		return int(c-'a') + 36
+	}
+	return -1
+}
+
+// putChecksum writes v in base62, most significant digit first, left-padded
+// with '0' to len(dst).
+func putChecksum(dst []byte, v uint32) {
+	x := uint64(v)
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = alphabet[x%62]
+		x /= 62
+	}
+}
+
+// randomBase62 fills dst with uniformly random base62 characters from
+// crypto/rand, by rejection sampling so no character is more likely.
+func randomBase62(dst []byte) error {
+	var buf [64]byte
+	i := 0
+	for i < len(dst) {
+		if _, err := rand.Read(buf[:]); err != nil {
+			return fmt.Errorf("apikey: reading random bytes: %w", err)
+		}
+		for _, b := range buf {
+			if b >= 248 { // 248 = 4*62: keep the distribution uniform
+				continue
+			}
+			dst[i] = alphabet[b%62]
+			i++
+			if i == len(dst) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// NewKeyID returns a new key id: "key_" and 20 random base62 characters.
+func NewKeyID() (string, error) { return newID("key_") }
+
+// NewAuditID returns a new audit event id: "aud_" and 20 base62 characters.
+func NewAuditID() (string, error) { return newID("aud_") }
+
+// NewRequestID returns a new request id: "req_" and 20 base62 characters.
+func NewRequestID() (string, error) { return newID("req_") }
+
+func newID(prefix string) (string, error) {
+	buf := make([]byte, len(prefix)+idLen)
+	copy(buf, prefix)
+	if err := randomBase62(buf[len(prefix):]); err != nil {
+		return "", err
+	}
+	return string(buf), nil
+}

@@ -1,0 +1,169 @@
+// Package store defines the key store that keygate persists to, with two
+// implementations: store/postgres (PostgreSQL through pgx v5) and
+// store/sqlite (the embedded default, a single file). store/storetest is the
+// conformance suite both pass.
+//
+// Every write that can change a decision or what an allow carries writes, in
+// the same transaction, one key event (see keygate.Event) and one audit
+// event. Event sequence numbers become visible in commit order, so that a
+// replica replaying the log with Seq > last seen never skips a late commit.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/keygate/keygate"
+)
+
+// ErrEventsPruned is returned by Events when the log no longer reaches back
+// to the sequence asked for: the caller must drop everything it cached.
+var ErrEventsPruned = errors.New("store: events log pruned past the requested sequence")
+
+// Store is the whole key store. Consumers declare the smaller interfaces
+// they need (extauthz needs only LookupKey).
+type Store interface {
+	// Migrate applies the schema migrations; PostgreSQL does it under an
+	// advisory lock, so replicas starting together do not race.
+	Migrate(ctx context.Context) error
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store's connections.
+	Close()
+
+	// LookupKey returns what the decision needs about the token with hash h,
+	// in one query: keygate.ErrNotFound when no token has that hash. A
+	// revoked key is still returned (its RevokedAt set); the decision
+	// decides.
+	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+
+	// CreateOrganization creates organization id: keygate.ErrConflict if it
+	// exists.
+	CreateOrganization(ctx context.Context, id string, by keygate.Actor) (keygate.Organization, error)
+	// EnsureOrganization creates organization id when missing (with its
+	// audit event) and returns it either way.
+	EnsureOrganization(ctx context.Context, id string, by keygate.Actor) (keygate.Organization, error)
+	// GetOrganization returns organization id or keygate.ErrNotFound.
+	GetOrganization(ctx context.Context, id string) (keygate.Organization, error)
+	// SetOrganizationDisabled disables or enables an organization, with an
+	// organization event and an audit event. Setting the state it already
+	// has is a no-op that writes nothing.
+	SetOrganizationDisabled(ctx context.Context, id string, disabled bool, by keygate.Actor) (keygate.Organization, error)
+
+	// CreateKey stores a new key and its first token. The organization must
+	// exist (keygate.ErrNotFound otherwise).
+	CreateKey(ctx context.Context, k NewKey, by keygate.Actor) (keygate.Key, error)
+	// GetKey returns a key of organization orgID that is not revoked, or
+	// keygate.ErrNotFound (also for another organization's id).
+	GetKey(ctx context.Context, orgID, id string) (keygate.Key, error)
+	// ListKeys lists the keys of an organization that are not revoked,
+	// newest first.
+	ListKeys(ctx context.Context, q ListKeys) (KeyPage, error)
+	// UpdateKey applies the set fields of u to a key that is not revoked.
+	UpdateKey(ctx context.Context, orgID, id string, u KeyUpdate, by keygate.Actor) (keygate.Key, error)
+	// RevokeKey revokes a key that is not revoked yet; it stays in the store
+	// for the audit trail but is gone from GetKey and ListKeys.
+	RevokeKey(ctx context.Context, orgID, id string, by keygate.Actor) (keygate.Key, error)
+	// RollKey gives a key a new token. The old token keeps working until
+	// now+grace (not at all for grace 0), then is unknown.
+	RollKey(ctx context.Context, orgID, id string, t NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error)
+
+	// ListAuditEvents lists an organization's audit trail, newest first.
+	ListAuditEvents(ctx context.Context, q ListAuditEvents) (AuditPage, error)
+
+	// LatestEventSeq is the highest sequence in the events log (0 when it is
+	// empty): where a replica with an empty cache starts following it.
+	LatestEventSeq(ctx context.Context) (int64, error)
+	// Events returns up to limit events with Seq > after, in Seq order, or
+	// ErrEventsPruned when events after `after` have been pruned.
+	Events(ctx context.Context, after int64, limit int) ([]keygate.Event, error)
+	// PruneEvents deletes events created before t and remembers how far the
+	// log was pruned. It returns the number of events deleted.
+	PruneEvents(ctx context.Context, before time.Time) (int64, error)
+
+	// RecordLastUsed writes last_used_at for many keys in one statement. It
+	// writes no key event: last use cannot change a decision. A time older
+	// than the stored one never moves last_used_at back.
+	RecordLastUsed(ctx context.Context, uses []LastUse) error
+}
+
+// NewToken is the stored form of a token: its hash and the parts shown to
+// identify it. The token itself is never stored.
+type NewToken struct {
+	Hash   keygate.Hash
+	Prefix string
+	Last4  string
+}
+
+// NewKey is a key to create. Its fields are validated by the caller; the
+// store only stores them.
+type NewKey struct {
+	ID                 string
+	OrgID              string
+	UserID             string
+	Name               string
+	Type               keygate.KeyType
+	Environment        keygate.Environment
+	Scopes             []string
+	ProjectIDs         []string
+	RateLimitPerMinute *int
+	Metadata           json.RawMessage // nil: {}
+	ExpiresAt          *time.Time
+	Token              NewToken
+}
+
+// KeyUpdate holds the fields of a key to change; nil fields stay as they
+// are. Clear* fields set the matching nullable column to null.
+type KeyUpdate struct {
+	Name               *string
+	Active             *bool
+	RateLimitPerMinute *int
+	ClearRateLimit     bool
+	ExpiresAt          *time.Time
+	ClearExpiresAt     bool
+	Metadata           json.RawMessage
+}
+
+// Cursor is a position in a newest-first listing: the (created_at, id) of
+// the last item returned. The management API encodes it opaquely.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// ListKeys selects keys to list.
+type ListKeys struct {
+	OrgID  string
+	UserID string         // empty: every user of the organization
+	Status keygate.Status // empty: every status but revoked
+	Now    time.Time      // for Status; zero: the store's clock
+	After  *Cursor
+	Limit  int
+}
+
+// KeyPage is one page of a key listing. Next is nil on the last page.
+type KeyPage struct {
+	Keys []keygate.Key
+	Next *Cursor
+}
+
+// ListAuditEvents selects audit events to list.
+type ListAuditEvents struct {
+	OrgID string
+	After *Cursor
+	Limit int
+}
+
+// AuditPage is one page of an audit listing. Next is nil on the last page.
+type AuditPage struct {
+	Events []keygate.AuditEvent
+	Next   *Cursor
+}
+
+// LastUse is one key's most recent use.
+type LastUse struct {
+	KeyID string
+	At    time.Time
+}
