@@ -1,14 +1,29 @@
 // Package cache remembers key records in process: a ristretto cache keyed by
 // token hash, in front of the store, satisfying the same lookup interface.
 // It is invalidated by the key-events log (see Follower).
+//
+// Correctness does not rest on ristretto's asynchronous Set and Del: every
+// entry remembers the generation of its hash bucket, of its organization and
+// of the whole cache as they were when its load started, and a hit whose
+// generations moved since is a miss. So a load that started before an
+// invalidation can never serve its stale result after it, whenever
+// ristretto gets around to storing it.
 package cache
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/keygate/keygate"
 )
@@ -21,53 +36,300 @@ type Lookup interface {
 
 // Config configures a Cache.
 type Config struct {
-	MaxBytes    int64         // --cache-max-bytes
+	MaxBytes    int64         // --cache-max-bytes: bound on the estimated bytes of all entries
 	TTL         time.Duration // --cache-ttl: positive entries are reloaded after it
-	NegativeTTL time.Duration // --negative-cache-ttl
-	Now         func() time.Time
-	Registerer  prometheus.Registerer
-	Logger      *slog.Logger
+	NegativeTTL time.Duration // --negative-cache-ttl: how long an unknown hash stays unknown
+	// LoadTimeout bounds one store query made for a miss; it is detached
+	// from the caller's context because other callers may wait on it.
+	LoadTimeout time.Duration
+	// Prepare, if set, is called once on every record a load returns,
+	// before the record is cached or shared (extauthz attaches the
+	// precomputed headers of an allow).
+	Prepare    func(*keygate.KeyRecord)
+	Now        func() time.Time
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
+
+// genBuckets is the number of generation counters hashes are spread over. A
+// shared bucket costs a spurious miss after an invalidation, never a stale
+// hit; 64 Ki buckets take 512 KiB.
+const genBuckets = 1 << 16
 
 // Cache is a Lookup that remembers the answers of another Lookup.
 type Cache struct {
-	// filled in below
+	next   Lookup
+	cfg    Config
+	now    func() time.Time
+	store  *ristretto.Cache[uint64, *entry]
+	flight singleflight.Group
+
+	gens  [genBuckets]atomic.Uint64 // per hash bucket, bumped by key events
+	epoch atomic.Uint64             // bumped by Purge
+	// orgEpoch is bumped by every organization event, before the
+	// organization's own generation, so a load that raced one is not cached.
+	orgEpoch atomic.Uint64
+	orgs     sync.Map // org id → *orgState
+
+	m metrics
+}
+
+type orgState struct{ gen atomic.Uint64 }
+
+// entry is one cached answer. rec nil is a negative entry: the hash is
+// unknown to the store.
+type entry struct {
+	hash    keygate.Hash
+	rec     *keygate.KeyRecord
+	expires time.Time
+	gen     uint64
+	epoch   uint64
+	org     *orgState
+	orgGen  uint64
+}
+
+type metrics struct {
+	lookups     *prometheus.CounterVec
+	hits        prometheus.Counter
+	negHits     prometheus.Counter
+	misses      prometheus.Counter
+	loads       *prometheus.HistogramVec
+	invalidated prometheus.Counter
+	purges      prometheus.Counter
 }
 
 // New returns a cache in front of next.
 func New(next Lookup, cfg Config) (*Cache, error) {
-	panic("todo")
+	if cfg.MaxBytes <= 0 {
+		return nil, fmt.Errorf("cache: MaxBytes must be positive, got %d", cfg.MaxBytes)
+	}
+	if cfg.TTL <= 0 || cfg.NegativeTTL <= 0 {
+		return nil, errors.New("cache: TTL and NegativeTTL must be positive")
+	}
+	if cfg.LoadTimeout <= 0 {
+		cfg.LoadTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// ristretto wants about ten counters per item it may hold; entries
+	// average a few hundred bytes.
+	counters := cfg.MaxBytes / 256 * 10
+	if counters < 1000 {
+		counters = 1000
+	}
+	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+		NumCounters: counters,
+		MaxCost:     cfg.MaxBytes,
+		BufferItems: 64,
+		Metrics:     true,
+		// The key already is 64 bits of SHA-256; the entry holds the whole
+		// hash and a hit compares it, so a collision is a miss.
+		KeyToHash: func(k uint64) (uint64, uint64) { return k, 0 },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	c := &Cache{next: next, cfg: cfg, now: cfg.Now, store: rc}
+	if err := c.registerMetrics(cfg.Registerer); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_cache_lookups_total",
+		Help: "Key lookups by result: hit, negative_hit (cached unknown hash) or miss.",
+	}, []string{"result"})
+	c.m = metrics{
+		lookups: lookups,
+		hits:    lookups.WithLabelValues("hit"),
+		negHits: lookups.WithLabelValues("negative_hit"),
+		misses:  lookups.WithLabelValues("miss"),
+		loads: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keygate_store_lookup_seconds",
+			Help:    "Latency of store lookups made for cache misses, by result.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1, 5},
+		}, []string{"result"}),
+		invalidated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_cache_invalidations_total",
+			Help: "Token hashes and organizations invalidated by key events.",
+		}),
+		purges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_cache_purges_total",
+			Help: "Times the whole cache was dropped (events log pruned past the last seen event).",
+		}),
+	}
+	if reg == nil {
+		return nil
+	}
+	rm := c.store.Metrics
+	cs := []prometheus.Collector{
+		c.m.lookups, c.m.loads, c.m.invalidated, c.m.purges,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keygate_cache_evictions_total",
+			Help: "Entries evicted from the cache to stay within --cache-max-bytes.",
+		}, func() float64 { return float64(rm.KeysEvicted()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keygate_cache_cost_bytes",
+			Help: "Estimated bytes held by cache entries.",
+		}, func() float64 { return float64(rm.CostAdded() - rm.CostEvicted()) }),
+	}
+	for _, col := range cs {
+		if err := reg.Register(col); err != nil {
+			return fmt.Errorf("cache: registering metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func key64(h *keygate.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+func (c *Cache) bucket(h *keygate.Hash) *atomic.Uint64 {
+	return &c.gens[binary.LittleEndian.Uint16(h[8:10])]
 }
 
 // LookupKey answers from the cache, or from next on a miss; concurrent misses
-// for one hash make one call to next. Entry.LoadedAt of the returned value
-// tells how old the record is.
+// for one hash make one call to next. The record's LoadedAt tells how old it
+// is. Unknown hashes answer keygate.ErrNotFound, from cache or store; any
+// other error means the store could not answer and nothing usable was cached.
 func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	panic("todo")
+	if e, ok := c.store.Get(key64(&h)); ok && c.fresh(e, &h) {
+		if e.rec == nil {
+			c.m.negHits.Inc()
+			return nil, keygate.ErrNotFound
+		}
+		c.m.hits.Inc()
+		return e.rec, nil
+	}
+	c.m.misses.Inc()
+	return c.load(ctx, h)
 }
 
-// Apply invalidates what one event names.
-func (c *Cache) Apply(ev keygate.Event) { panic("todo") }
+// fresh reports whether e may answer for h now.
+func (c *Cache) fresh(e *entry, h *keygate.Hash) bool {
+	return subtle.ConstantTimeCompare(e.hash[:], h[:]) == 1 &&
+		e.gen == c.bucket(h).Load() &&
+		e.epoch == c.epoch.Load() &&
+		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
+		c.now().Before(e.expires)
+}
 
-// Purge drops every entry.
-func (c *Cache) Purge() { panic("todo") }
+type loaded struct {
+	rec *keygate.KeyRecord
+	err error
+}
+
+func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
+	gen := c.bucket(&h).Load()
+	// The flight is keyed by the generation too: a caller that arrives after
+	// an invalidation must not join a load that started before it.
+	var fk [len(h) + 8]byte
+	copy(fk[:], h[:])
+	binary.LittleEndian.PutUint64(fk[len(h):], gen)
+	ch := c.flight.DoChan(string(fk[:]), func() (any, error) {
+		rec, err := c.loadOnce(h, gen)
+		return loaded{rec, err}, nil
+	})
+	select {
+	case r := <-ch:
+		l := r.Val.(loaded)
+		return l.rec, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Cache) loadOnce(h keygate.Hash, gen uint64) (*keygate.KeyRecord, error) {
+	epoch := c.epoch.Load()
+	orgEpoch := c.orgEpoch.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LoadTimeout)
+	defer cancel()
+	start := time.Now()
+	rec, err := c.next.LookupKey(ctx, h)
+	switch {
+	case errors.Is(err, keygate.ErrNotFound):
+		c.m.loads.WithLabelValues("not_found").Observe(time.Since(start).Seconds())
+		e := &entry{hash: h, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.NegativeTTL)}
+		c.store.SetWithTTL(key64(&h), e, negativeCost, c.cfg.NegativeTTL)
+		return nil, keygate.ErrNotFound
+	case err != nil:
+		c.m.loads.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return nil, err
+	}
+	c.m.loads.WithLabelValues("found").Observe(time.Since(start).Seconds())
+	if c.cfg.Prepare != nil {
+		c.cfg.Prepare(rec)
+	}
+	org := c.org(rec.Key.OrgID)
+	orgGen := org.gen.Load()
+	if c.orgEpoch.Load() != orgEpoch {
+		// An organization event landed while we loaded; we cannot tell
+		// whether it was this key's, so answer without caching.
+		return rec, nil
+	}
+	e := &entry{hash: h, rec: rec, gen: gen, epoch: epoch, org: org, orgGen: orgGen, expires: c.now().Add(c.cfg.TTL)}
+	c.store.SetWithTTL(key64(&h), e, cost(rec), c.cfg.TTL)
+	return rec, nil
+}
+
+func (c *Cache) org(id string) *orgState {
+	if o, ok := c.orgs.Load(id); ok {
+		return o.(*orgState)
+	}
+	o, _ := c.orgs.LoadOrStore(id, &orgState{})
+	return o.(*orgState)
+}
+
+// negativeCost is the estimated size of a negative entry.
+const negativeCost = 128
+
+// cost estimates the bytes an entry holds, so --cache-max-bytes bounds
+// memory rather than a count of entries.
+func cost(r *keygate.KeyRecord) int64 {
+	n := 512 // entry, record and the precomputed allow, before variable parts
+	k := &r.Key
+	n += len(k.ID) + len(k.OrgID) + len(k.UserID) + len(k.Name) + len(k.Prefix) + len(k.Last4) + len(k.Metadata)
+	for _, s := range k.Scopes {
+		n += 16 + len(s)
+	}
+	for _, p := range k.ProjectIDs {
+		n += 16 + len(p)
+	}
+	// The precomputed allow repeats ids, scopes and metadata once more.
+	n *= 2
+	return int64(n)
+}
+
+// Apply invalidates what one event names: its token hashes, or for an
+// organization event every cached key of the organization.
+func (c *Cache) Apply(ev keygate.Event) {
+	switch ev.Kind {
+	case keygate.EventOrgDisabled, keygate.EventOrgEnabled:
+		c.orgEpoch.Add(1)
+		c.org(ev.OrgID).gen.Add(1)
+		c.m.invalidated.Inc()
+		return
+	}
+	for i := range ev.Hashes {
+		h := &ev.Hashes[i]
+		c.bucket(h).Add(1)
+		c.store.Del(key64(h))
+		c.m.invalidated.Inc()
+	}
+}
+
+// Purge makes every entry stale at once. Entries are then replaced as keys
+// are looked up again, or evicted.
+func (c *Cache) Purge() {
+	c.epoch.Add(1)
+	c.m.purges.Inc()
+}
 
 // Close releases the cache.
-func (c *Cache) Close() { panic("todo") }
-
-// EventSource is the part of the store that a Follower reads.
-type EventSource interface {
-	LatestEventSeq(ctx context.Context) (int64, error)
-	Events(ctx context.Context, after int64, limit int) ([]keygate.Event, error)
-}
-
-// Follower applies the key-events log to a cache.
-type Follower struct{}
-
-// NewFollower returns a follower that polls src every interval.
-func NewFollower(src EventSource, c *Cache, interval time.Duration, logger *slog.Logger, reg prometheus.Registerer) *Follower {
-	panic("todo")
-}
-
-// Run follows the log until ctx ends; it returns nil then.
-func (f *Follower) Run(ctx context.Context) error { panic("todo") }
+func (c *Cache) Close() { c.store.Close() }
