@@ -1,0 +1,124 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/keygate/keygate"
+)
+
+// APIKey is the JSON wire form of a key (SPEC §5), the one shape that the
+// management API and `keygate keys … --json` print, so a script sees the
+// same object from either.
+type APIKey struct {
+	ID                 string          `json:"id"`
+	Object             string          `json:"object"`
+	Name               string          `json:"name"`
+	Prefix             string          `json:"prefix"`
+	Last4              string          `json:"last4"`
+	Type               string          `json:"type"`
+	Environment        string          `json:"environment"`
+	OrgID              string          `json:"org_id"`
+	UserID             string          `json:"user_id"`
+	Scopes             []string        `json:"scopes"`
+	ProjectIDs         []string        `json:"project_ids"`
+	RateLimitPerMinute *int            `json:"rate_limit_per_minute"`
+	Metadata           json.RawMessage `json:"metadata"`
+	Status             string          `json:"status"`
+	CreatedAt          Time            `json:"created_at"`
+	LastUsedAt         *Time           `json:"last_used_at"`
+	ExpiresAt          *Time           `json:"expires_at"`
+}
+
+// CreatedAPIKey is a key as answered on create and roll: the only time the
+// token itself is shown, as "key".
+type CreatedAPIKey struct {
+	APIKey
+	Key string `json:"key"`
+}
+
+// Data is the envelope of a single object: {"data": {...}}.
+type Data[T any] struct {
+	Data T `json:"data"`
+}
+
+// List is the envelope of a listing: {"data": [...], "next_cursor": …}.
+// NextCursor is null on the last page.
+type List[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// ObjectAPIKey is the "object" of every key.
+const ObjectAPIKey = "api_key"
+
+// NewAPIKey converts a stored key to its wire form, with its status at now.
+// Empty lists become [] and absent metadata {}, never null: clients index
+// into them without a nil check.
+func NewAPIKey(k keygate.Key, now time.Time) APIKey {
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	projects := k.ProjectIDs
+	if projects == nil {
+		projects = []string{}
+	}
+	meta := k.Metadata
+	if len(bytes.TrimSpace(meta)) == 0 || bytes.Equal(bytes.TrimSpace(meta), []byte("null")) {
+		meta = json.RawMessage("{}")
+	}
+	return APIKey{
+		ID:                 k.ID,
+		Object:             ObjectAPIKey,
+		Name:               k.Name,
+		Prefix:             k.Prefix,
+		Last4:              k.Last4,
+		Type:               string(k.Type),
+		Environment:        string(k.Environment),
+		OrgID:              k.OrgID,
+		UserID:             k.UserID,
+		Scopes:             scopes,
+		ProjectIDs:         projects,
+		RateLimitPerMinute: k.RateLimitPerMinute,
+		Metadata:           meta,
+		Status:             string(k.Status(now)),
+		CreatedAt:          Time(k.CreatedAt),
+		LastUsedAt:         timePtr(k.LastUsedAt),
+		ExpiresAt:          timePtr(k.ExpiresAt),
+	}
+}
+
+func timePtr(t *time.Time) *Time {
+	if t == nil {
+		return nil
+	}
+	v := Time(*t)
+	return &v
+}
+
+// Time is a timestamp on the wire: RFC 3339 in UTC with whole seconds, as
+// in the SPEC's examples ("2026-11-22T10:00:00Z"), whatever precision and
+// zone the store keeps.
+type Time time.Time
+
+// MarshalJSON writes t as an RFC 3339 UTC string.
+func (t Time) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Time(t).UTC().Format(time.RFC3339) + `"`), nil
+}
+
+// UnmarshalJSON reads any RFC 3339 string.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	*t = Time(v)
+	return nil
+}
