@@ -82,7 +82,22 @@ func (t Token) Type() keygate.KeyType { return t.typ }
 func (t Token) Environment() keygate.Environment { return t.env }
 
 // Hash is the SHA-256 of the whole token.
-func (t Token) Hash() keygate.Hash { return sha256.Sum256([]byte(t.raw)) }
+func (t Token) Hash() keygate.Hash { return HashString(t.raw) }
+
+// maxLen bounds the length of a token: the longest prefixes, "_live_" and
+// the 38 characters of secret and checksum.
+const maxLen = 8 + 6 + secretLen + checksumLen
+
+// HashString is the SHA-256 of s. For strings up to a token's length it
+// hashes from a stack buffer, so the Check path does not allocate.
+func HashString(s string) keygate.Hash {
+	if len(s) > maxLen {
+		return sha256.Sum256([]byte(s))
+	}
+	var buf [maxLen]byte
+	n := copy(buf[:], s)
+	return sha256.Sum256(buf[:n])
+}
 
 // Prefix is "<type>_<env>_" and the secret's first four characters: what
 // identifies a key in lists and logs.
@@ -160,8 +175,10 @@ func (f Format) Parse(s string) (Token, error) {
 			sum = sum*62 + uint64(d)
 		}
 	}
-	n := len(s) - checksumLen
-	if sum != uint64(crc32.ChecksumIEEE([]byte(s[:n]))) {
+	// Here len(s) <= maxLen: copy to the stack rather than allocate.
+	var buf [maxLen]byte
+	n := copy(buf[:], s[:len(s)-checksumLen])
+	if sum != uint64(crc32.ChecksumIEEE(buf[:n])) {
 		return Token{}, ErrChecksum
 	}
 	t.raw = s
