@@ -1,0 +1,99 @@
+package extauthz
+
+import (
+	"crypto/subtle"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/keygate/keygate"
+)
+
+// Which credential headers carried the token, so an allow can remove them.
+const (
+	fromAPIKey uint8 = 1 << iota
+	fromAuthorization
+)
+
+// headerVisitor is called for every request header; a header sent twice
+// (raw header_map) is visited twice.
+type headerVisitor func(name, value string)
+
+// visitHeaders walks the request headers in whichever form Envoy sent them:
+// the headers map or, with encode_raw_headers, header_map with raw values.
+func visitHeaders(h *authv3.AttributeContext_HttpRequest, visit headerVisitor) {
+	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
+		for _, hv := range hm.GetHeaders() {
+			v := hv.GetValue()
+			if raw := hv.GetRawValue(); len(raw) > 0 {
+				v = string(raw)
+			}
+			visit(hv.GetKey(), v)
+		}
+		return
+	}
+	for k, v := range h.GetHeaders() {
+		visit(k, v)
+	}
+}
+
+// credentials accumulates what the request's headers say about its API key,
+// following SPEC §3: x-api-key and/or authorization: Bearer, and what makes
+// them conflict or malformed.
+type credentials struct {
+	apiKey    string
+	apiKeyN   int
+	bearer    string
+	bearerN   int
+	otherAuth bool // an authorization that is not Bearer <token>
+}
+
+func (c *credentials) add(name, value string) {
+	switch {
+	case strings.EqualFold(name, "x-api-key"):
+		v := strings.TrimSpace(value)
+		if v == "" {
+			return // an empty x-api-key carries no credential
+		}
+		c.apiKeyN++
+		c.apiKey = v
+	case strings.EqualFold(name, "authorization"):
+		v := strings.TrimSpace(value)
+		scheme, rest := v, ""
+		if i := strings.IndexAny(v, " \t"); i >= 0 {
+			scheme, rest = v[:i], strings.TrimSpace(v[i:])
+		}
+		if !strings.EqualFold(scheme, "bearer") || rest == "" {
+			c.otherAuth = true
+			return
+		}
+		c.bearerN++
+		c.bearer = rest
+	}
+}
+
+// token decides which token the request presents, or the code that denies
+// it. from says which headers carried the token.
+func (c *credentials) token() (tok string, from uint8, code keygate.Code) {
+	// Envoy joins a repeated header with commas, and a token never holds
+	// one: a comma means several credentials.
+	if c.apiKeyN > 1 || c.bearerN > 1 || strings.IndexByte(c.apiKey, ',') >= 0 || strings.IndexByte(c.bearer, ',') >= 0 {
+		return "", 0, keygate.CodeConflictingCredentials
+	}
+	switch {
+	case c.apiKeyN == 1 && c.bearerN == 1:
+		if subtle.ConstantTimeCompare([]byte(c.apiKey), []byte(c.bearer)) != 1 {
+			return "", 0, keygate.CodeConflictingCredentials
+		}
+		return c.apiKey, fromAPIKey | fromAuthorization, ""
+	case c.apiKeyN == 1:
+		// A non-Bearer authorization beside an x-api-key belongs to the
+		// upstream: it is ignored and left in place.
+		return c.apiKey, fromAPIKey, ""
+	case c.bearerN == 1:
+		return c.bearer, fromAuthorization, ""
+	case c.otherAuth:
+		return "", 0, keygate.CodeInvalidAuthorizationFormat
+	}
+	return "", 0, keygate.CodeMissingAPIKey
+}

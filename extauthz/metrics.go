@@ -1,0 +1,58 @@
+package extauthz
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keygate/keygate"
+)
+
+type metrics struct {
+	byCode  map[keygate.Code]prometheus.Counter // "" is allow
+	latency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_checks_total",
+		Help: "Check decisions, by decision (allow, deny) and code (empty on allow).",
+	}, []string{"decision", "code"})
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keygate_check_duration_seconds",
+		Help:    "Time to decide one Check, in process.",
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .2},
+	})
+	m := &metrics{byCode: map[keygate.Code]prometheus.Counter{"": checks.WithLabelValues("allow", "")}, latency: latency}
+	for _, c := range denyCodes() {
+		// Precomputed so the hot path does no label lookup.
+		m.byCode[c] = checks.WithLabelValues("deny", string(c))
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{checks, latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(code keygate.Code, d time.Duration) {
+	if c, ok := m.byCode[code]; ok {
+		c.Inc()
+	}
+	m.latency.Observe(d.Seconds())
+}
+
+// denyCodes lists every code a Check can deny with (SPEC §3).
+func denyCodes() []keygate.Code {
+	return []keygate.Code{
+		keygate.CodeMissingAPIKey, keygate.CodeInvalidAuthorizationFormat, keygate.CodeConflictingCredentials,
+		keygate.CodeInvalidAPIKey, keygate.CodeAPIKeyInactive, keygate.CodeAPIKeyExpired,
+		keygate.CodeOrganizationDisabled, keygate.CodeInsufficientPermissions, keygate.CodeForbidden,
+		keygate.CodeInvalidRequest, keygate.CodeRateLimited, keygate.CodeTooManyFailedAttempts,
+		keygate.CodeServiceUnavailable,
+	}
+}

@@ -1,0 +1,281 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/apikey"
+)
+
+// headerNames are the names of the identity headers for one prefix.
+type headerNames struct {
+	prefix                                                       string
+	keyID, orgID, userID, scopes, keyType, environment, projects string
+}
+
+func newHeaderNames(prefix string) headerNames {
+	return headerNames{
+		prefix:      prefix,
+		keyID:       prefix + "key-id",
+		orgID:       prefix + "org-id",
+		userID:      prefix + "user-id",
+		scopes:      prefix + "scopes",
+		keyType:     prefix + "key-type",
+		environment: prefix + "environment",
+		projects:    prefix + "project-ids",
+	}
+}
+
+// hasPrefix reports whether a header name starts with the identity prefix,
+// in any case (Envoy lower-cases names; a client may not).
+func (n *headerNames) hasPrefix(name string) bool {
+	return len(name) >= len(n.prefix) && strings.EqualFold(name[:len(n.prefix)], n.prefix)
+}
+
+// overwrite is the append setting of every header keygate sets: present and
+// false, the deprecated BoolValue that every Envoy version honours (an unset
+// append makes newer Envoy append, so a client's value would survive).
+func overwrite() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
+
+func header(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: name, Value: value},
+		Append: overwrite(),
+	}
+}
+
+// prepared is what every allow for one key record carries, built once per
+// record and shared read-only by all responses for it.
+type prepared struct {
+	names   headerNames
+	headers []*corev3.HeaderValueOption
+	// sets reports which names the allow sets, so they are never also
+	// listed for removal (Envoy applies removals after sets).
+	setsProjects bool
+	meta         map[string]*structpb.Value // dynamic metadata but cache_age_ms
+}
+
+func prepare(rec *keygate.KeyRecord, n headerNames) *prepared {
+	k := &rec.Key
+	p := &prepared{names: n}
+	p.headers = []*corev3.HeaderValueOption{
+		header(n.keyID, k.ID),
+		header(n.orgID, k.OrgID),
+		header(n.userID, k.UserID),
+		header(n.scopes, strings.Join(k.Scopes, ",")),
+		header(n.keyType, string(k.Type)),
+		header(n.environment, string(k.Environment)),
+	}
+	if len(k.ProjectIDs) > 0 {
+		p.headers = append(p.headers, header(n.projects, strings.Join(k.ProjectIDs, ",")))
+		p.setsProjects = true
+	}
+	scopes := make([]*structpb.Value, len(k.Scopes))
+	for i, s := range k.Scopes {
+		scopes[i] = structpb.NewStringValue(s)
+	}
+	p.meta = map[string]*structpb.Value{
+		"key_id":      structpb.NewStringValue(k.ID),
+		"org_id":      structpb.NewStringValue(k.OrgID),
+		"user_id":     structpb.NewStringValue(k.UserID),
+		"scopes":      structpb.NewListValue(&structpb.ListValue{Values: scopes}),
+		"environment": structpb.NewStringValue(string(k.Environment)),
+		"metadata":    metadataValue(k.Metadata),
+	}
+	return p
+}
+
+// metadataValue converts a key's metadata JSON object to a Struct value; an
+// empty or unparsable object becomes {} (the store only holds objects).
+func metadataValue(raw json.RawMessage) *structpb.Value {
+	var m map[string]any
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &m)
+	}
+	st, err := structpb.NewStruct(m)
+	if err != nil {
+		st = &structpb.Struct{}
+	}
+	return structpb.NewStructValue(st)
+}
+
+// sets reports whether an allow for p sets header name (lower-case).
+func (p *prepared) sets(name string) bool {
+	n := &p.names
+	switch strings.ToLower(name) {
+	case n.keyID, n.orgID, n.userID, n.scopes, n.keyType, n.environment:
+		return true
+	case n.projects:
+		return p.setsProjects
+	}
+	return false
+}
+
+var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
+
+// The credential headers to remove, shared by responses (full slice
+// expressions: nobody may append into them).
+var (
+	removeAPIKey = []string{"x-api-key"}
+	removeAuthz  = []string{"authorization"}
+	removeBoth   = []string{"x-api-key", "authorization"}
+)
+
+func (s *Server) allow(rec *keygate.KeyRecord, r *request, from uint8, now time.Time) *authv3.CheckResponse {
+	p, ok := rec.Prepared.(*prepared)
+	if !ok || p.names.prefix != s.names.prefix {
+		p = prepare(rec, s.names) // an uncached record: build it for this response
+	}
+	var remove []string
+	if s.cfg.StripCredentials {
+		switch from {
+		case fromAPIKey:
+			remove = removeAPIKey[:1:1]
+		case fromAuthorization:
+			remove = removeAuthz[:1:1]
+		case fromAPIKey | fromAuthorization:
+			remove = removeBoth[:2:2]
+		}
+	}
+	if r.prefixed > 0 {
+		remove = s.removePrefixed(p, r, remove)
+	}
+	age := now.Sub(rec.LoadedAt).Milliseconds()
+	if age < 0 {
+		age = 0
+	}
+	meta := make(map[string]*structpb.Value, len(p.meta)+1)
+	for k, v := range p.meta {
+		meta[k] = v
+	}
+	meta["cache_age_ms"] = structpb.NewNumberValue(float64(age))
+	return &authv3.CheckResponse{
+		Status: okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         p.headers,
+			HeadersToRemove: remove,
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: meta},
+	}
+}
+
+// removePrefixed adds to remove every client-sent header with the identity
+// prefix that the allow does not set itself, so no client can smuggle an
+// identity header past keygate.
+func (s *Server) removePrefixed(p *prepared, r *request, remove []string) []string {
+	out := make([]string, len(remove), len(remove)+r.prefixed)
+	copy(out, remove)
+	seen := func(name string) bool {
+		for _, have := range out {
+			if have == name {
+				return true
+			}
+		}
+		return false
+	}
+	visitHeaders(r.http, func(name, _ string) {
+		if !s.names.hasPrefix(name) {
+			return
+		}
+		name = strings.ToLower(name)
+		if !p.sets(name) && !seen(name) {
+			out = append(out, name)
+		}
+	})
+	return out
+}
+
+// denial is the fixed part of the deny for one code.
+type denial struct {
+	status  *rpcstatus.Status
+	http    *typev3.HttpStatus
+	headers []*corev3.HeaderValueOption
+	// body is the JSON body up to the request id, which each deny appends.
+	body string
+}
+
+// retryAfter is the Retry-After of a 503, in seconds.
+const retryAfter = 1
+
+func newDenials(docsURL string) map[keygate.Code]*denial {
+	codesList := denyCodes()
+	out := make(map[keygate.Code]*denial, len(codesList))
+	for _, c := range codesList {
+		status := c.HTTPStatus()
+		d := &denial{
+			status:  &rpcstatus.Status{Code: int32(grpcCode(status)), Message: string(c)},
+			http:    &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			headers: []*corev3.HeaderValueOption{header("content-type", "application/json")},
+		}
+		switch status {
+		case 401:
+			v := `Bearer realm="keygate", error="invalid_token"`
+			if c == keygate.CodeMissingAPIKey {
+				v = `Bearer realm="keygate"` // RFC 6750 §3.1: no error without a credential
+			}
+			d.headers = append(d.headers, header("www-authenticate", v))
+		case 503:
+			d.headers = append(d.headers, header("retry-after", strconv.Itoa(retryAfter)))
+		}
+		body, _ := json.Marshal(struct {
+			Code    keygate.Code `json:"code"`
+			Message string       `json:"message"`
+			DocsURL string       `json:"docs_url"`
+		}{c, c.Message(), docsURL + "#" + string(c)})
+		d.body = `{"error":` + string(body) + `,"meta":{"request_id":`
+		out[c] = d
+	}
+	return out
+}
+
+// grpcCode is the gRPC status code of a deny with HTTP status h.
+func grpcCode(h int) codes.Code {
+	switch h {
+	case 400:
+		return codes.InvalidArgument
+	case 401:
+		return codes.Unauthenticated
+	case 403:
+		return codes.PermissionDenied
+	case 429:
+		return codes.ResourceExhausted
+	case 503:
+		return codes.Unavailable
+	}
+	return codes.Internal
+}
+
+// maxRequestIDLen bounds a client-sent x-request-id echoed in a deny body.
+const maxRequestIDLen = 200
+
+// deny is the one place a code becomes a CheckResponse.
+func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
+	d := s.denies[code]
+	id := r.requestID
+	if len(id) > maxRequestIDLen {
+		id = id[:maxRequestIDLen]
+	}
+	if id == "" {
+		id, _ = apikey.NewRequestID()
+	}
+	idJSON, _ := json.Marshal(id)
+	return &authv3.CheckResponse{
+		Status: d.status,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  d.http,
+			Headers: d.headers,
+			Body:    d.body + string(idJSON) + "}}",
+		}},
+	}
+}
