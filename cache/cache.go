@@ -42,6 +42,10 @@ type Config struct {
 	// LoadTimeout bounds one store query made for a miss; it is detached
 	// from the caller's context because other callers may wait on it.
 	LoadTimeout time.Duration
+	// MaxStaleness bounds how long entries are served since the cache was
+	// last confirmed in sync with the events log (MarkSynced); past it every
+	// lookup asks the store. Zero means no bound.
+	MaxStaleness time.Duration
 	// Prepare, if set, is called once on every record a load returns,
 	// before the record is cached or shared (extauthz attaches the
 	// precomputed headers of an allow).
@@ -70,6 +74,8 @@ type Cache struct {
 	// organization's own generation, so a load that raced one is not cached.
 	orgEpoch atomic.Uint64
 	orgs     sync.Map // org id → *orgState
+	// syncedAt is when the events log was last read to its end (unix ns).
+	syncedAt atomic.Int64
 
 	m metrics
 }
@@ -134,6 +140,8 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	c := &Cache{next: next, cfg: cfg, now: cfg.Now, store: rc}
+	// An empty cache is in sync: nothing it holds can be stale.
+	c.syncedAt.Store(cfg.Now().UnixNano())
 	if err := c.registerMetrics(cfg.Registerer); err != nil {
 		rc.Close()
 		return nil, err
@@ -199,7 +207,7 @@ func (c *Cache) bucket(h *keygate.Hash) *atomic.Uint64 {
 // is. Unknown hashes answer keygate.ErrNotFound, from cache or store; any
 // other error means the store could not answer and nothing usable was cached.
 func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	if e, ok := c.store.Get(key64(&h)); ok && c.fresh(e, &h) {
+	if e, ok := c.store.Get(key64(&h)); ok && c.fresh(e, &h, c.now()) {
 		if e.rec == nil {
 			c.m.negHits.Inc()
 			return nil, keygate.ErrNotFound
@@ -211,13 +219,35 @@ func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyReco
 	return c.load(ctx, h)
 }
 
-// fresh reports whether e may answer for h now.
-func (c *Cache) fresh(e *entry, h *keygate.Hash) bool {
+// fresh reports whether e may answer for h at now.
+func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
 	return subtle.ConstantTimeCompare(e.hash[:], h[:]) == 1 &&
 		e.gen == c.bucket(h).Load() &&
 		e.epoch == c.epoch.Load() &&
 		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
-		c.now().Before(e.expires)
+		now.Before(e.expires) &&
+		(c.cfg.MaxStaleness == 0 || now.UnixNano()-c.syncedAt.Load() <= int64(c.cfg.MaxStaleness))
+}
+
+// MarkSynced records that every event committed before t has been applied.
+func (c *Cache) MarkSynced(t time.Time) {
+	for {
+		old := c.syncedAt.Load()
+		if t.UnixNano() <= old || c.syncedAt.CompareAndSwap(old, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+// SinceSync is how long ago the cache was last confirmed in sync.
+func (c *Cache) SinceSync() time.Duration {
+	return c.now().Sub(time.Unix(0, c.syncedAt.Load()))
+}
+
+// Stale reports whether the cache is past its staleness bound, so that
+// every lookup goes to the store.
+func (c *Cache) Stale() bool {
+	return c.cfg.MaxStaleness > 0 && c.SinceSync() > c.cfg.MaxStaleness
 }
 
 type loaded struct {

@@ -425,3 +425,48 @@ func TestNew_RejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestLookup_PastMaxStalenessAsksTheStore(t *testing.T) {
+	fs := newFakeStore()
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c, err := New(fs, Config{MaxBytes: 1 << 20, TTL: time.Hour, NegativeTTL: time.Hour, MaxStaleness: 30 * time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := hashOf("k1")
+	fs.set(h, record("key_1", "acme"))
+	lookupSettled(t, c, h)
+
+	clock.Advance(30 * time.Second) // at the bound: still served from cache
+	lookupSettled(t, c, h)
+	if got := fs.queries.Load(); got != 1 {
+		t.Fatalf("queries within max staleness = %d, want 1", got)
+	}
+	if c.Stale() {
+		t.Error("Stale() at the bound = true")
+	}
+
+	clock.Advance(time.Second) // past it: every lookup asks the store
+	lookupSettled(t, c, h)
+	lookupSettled(t, c, h)
+	if got := fs.queries.Load(); got != 3 {
+		t.Fatalf("queries past max staleness = %d, want 3", got)
+	}
+	if !c.Stale() {
+		t.Error("Stale() past the bound = false")
+	}
+
+	fs.mu.Lock()
+	fs.err = errors.New("connection refused")
+	fs.mu.Unlock()
+	if _, err := c.LookupKey(context.Background(), h); err == nil || errors.Is(err, keygate.ErrNotFound) {
+		t.Fatalf("stale cache and a down store: err = %v, want the store's error", err)
+	}
+
+	c.MarkSynced(clock.Now()) // the events log was read again
+	rec, err := c.LookupKey(context.Background(), h)
+	if err != nil || rec.Key.ID != "key_1" {
+		t.Fatalf("after a sync: %v, %v; want the cached record", rec, err)
+	}
+}

@@ -23,6 +23,8 @@ type EventSource interface {
 type Invalidator interface {
 	Apply(keygate.Event)
 	Purge()
+	// MarkSynced records that every event committed before t is applied.
+	MarkSynced(t time.Time)
 }
 
 // eventBatch is how many events one read of the log returns at most.
@@ -41,10 +43,12 @@ type Follower struct {
 
 	last     atomic.Int64 // last applied sequence
 	syncedAt atomic.Int64 // unix nanoseconds of the last complete read of the log
+	wake     chan struct{}
 
 	applied prometheus.Counter
 	purges  prometheus.Counter
 	errors  prometheus.Counter
+	replays prometheus.Counter
 }
 
 // NewFollower returns a follower that polls src every interval and applies
@@ -58,6 +62,11 @@ func NewFollower(src EventSource, inv Invalidator, interval time.Duration, logge
 	}
 	f := &Follower{
 		src: src, inv: inv, interval: interval, logger: logger, now: time.Now,
+		wake: make(chan struct{}, 1),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_events_replays_total",
+			Help: "Reads of the events log from the last applied event after the notification connection (re)connected.",
+		}),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keygate_events_applied_total",
 			Help: "Key events applied to the cache.",
@@ -72,7 +81,7 @@ func NewFollower(src EventSource, inv Invalidator, interval time.Duration, logge
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{f.applied, f.purges, f.errors,
+		for _, c := range []prometheus.Collector{f.applied, f.purges, f.errors, f.replays,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "keygate_events_last_seq",
 				Help: "Sequence of the last key event applied.",
@@ -115,8 +124,25 @@ func (f *Follower) Start(ctx context.Context) error {
 	return nil
 }
 
-// Run follows the log until ctx ends; it returns nil then. Call Start
-// first; Run retries it while the store is unreachable if not.
+// Wake makes Run read the log now rather than at its next poll: a
+// notification said something was committed.
+func (f *Follower) Wake() {
+	select {
+	case f.wake <- struct{}{}:
+	default: // a read is already due
+	}
+}
+
+// Replay is Wake after the notification connection (re)connected: events
+// committed while it was down are read from the last applied one.
+func (f *Follower) Replay() {
+	f.replays.Inc()
+	f.Wake()
+}
+
+// Run follows the log until ctx ends; it returns nil then. It reads the log
+// every interval and whenever woken. Call Start first; Run retries it while
+// the store is unreachable if not.
 func (f *Follower) Run(ctx context.Context) error {
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
@@ -126,6 +152,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-f.wake:
 		}
 		if !started {
 			if err := f.Start(ctx); err != nil {
@@ -147,6 +174,7 @@ func (f *Follower) Run(ctx context.Context) error {
 // log was pruned past that point, it purges the whole cache and continues
 // from the log's end.
 func (f *Follower) Sync(ctx context.Context) error {
+	start := f.now()
 	for {
 		evs, err := f.src.Events(ctx, f.last.Load(), eventBatch)
 		if errors.Is(err, store.ErrEventsPruned) {
@@ -169,7 +197,9 @@ func (f *Follower) Sync(ctx context.Context) error {
 			f.last.Store(ev.Seq)
 		}
 		if len(evs) < eventBatch {
-			f.syncedAt.Store(f.now().UnixNano())
+			// Everything committed before start is now applied.
+			f.syncedAt.Store(start.UnixNano())
+			f.inv.MarkSynced(start)
 			return nil
 		}
 	}

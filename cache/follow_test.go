@@ -53,6 +53,7 @@ type recorder struct {
 
 func (r *recorder) Apply(ev keygate.Event) { r.applied = append(r.applied, ev.Seq) }
 func (r *recorder) Purge()                 { r.purges++ }
+func (r *recorder) MarkSynced(time.Time)   {}
 
 func TestFollower_AppliesEventsAfterStartInOrder(t *testing.T) {
 	log := &fakeLog{}
