@@ -175,15 +175,23 @@ func (f Format) Parse(s string) (Token, error) {
 			sum = sum*62 + uint64(d)
 		}
 	}
-	// Here len(s) <= maxLen: copy to the stack rather than allocate.
-	var buf [maxLen]byte
-	n := copy(buf[:], s[:len(s)-checksumLen])
-	if sum != uint64(crc32.ChecksumIEEE(buf[:n])) {
+	if sum != uint64(crcIEEE(s[:len(s)-checksumLen])) {
 		return Token{}, ErrChecksum
 	}
 	t.raw = s
 	t.head = len(s) - len(body)
 	return t, nil
+}
+
+// crcIEEE is crc32.ChecksumIEEE of s without allocating. ChecksumIEEE calls
+// through a function variable, so any slice handed to it escapes to the heap,
+// even a copy in a stack array: that cost Parse one allocation per call.
+func crcIEEE(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ crc>>8
+	}
+	return ^crc
 }
 
 func hasPrefixUnderscore(s, p string) bool {
