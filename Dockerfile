@@ -1,0 +1,26 @@
+# keygate: a static, non-root image holding only the binary.
+# envoy/dockerfile_test.go runs this file's `go build` line verbatim, so the two cannot drift.
+
+ARG GO_VERSION=1.26
+
+FROM golang:${GO_VERSION} AS build
+WORKDIR /src
+# Never fetch another toolchain in the build: the image's Go is the one go.mod asks for.
+ENV GOTOOLCHAIN=local
+# Modules first, so editing code does not re-download them.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags=-s -o /out/keygate ./cmd/keygate
+
+# distroless/static: CA certificates, tzdata and /etc/passwd, no shell, user 65532.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/keygate /usr/local/bin/keygate
+USER 65532:65532
+# 9001: ext_authz gRPC (and grpc.health.v1); 8001: management API, /healthz, /readyz, /metrics.
+EXPOSE 9001 8001
+# No shell and no curl in the image: the binary probes itself.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/keygate", "healthcheck", "--url", "http://127.0.0.1:8001/healthz"]
+ENTRYPOINT ["/usr/local/bin/keygate"]
+CMD ["serve"]
