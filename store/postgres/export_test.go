@@ -1,0 +1,13 @@
+package postgres
+
+import (
+	"context"
+	"time"
+)
+
+// SetBeforeCommit installs a hook that runs in every event-logging write
+// after its key event is inserted and before it commits.
+func (s *Store) SetBeforeCommit(f func(ctx context.Context, seq int64)) { s.beforeCommit = f }
+
+// Clock exposes the store's clock to tests.
+func (s *Store) Clock() func() time.Time { return s.now }

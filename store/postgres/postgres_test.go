@@ -1,0 +1,264 @@
+package postgres_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/postgres"
+	"github.com/keygate/keygate/store/storetest"
+)
+
+func open(t testing.TB, url string, now func() time.Time) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(t.Context(), postgres.Config{URL: url, Now: now})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return open(t, pgtest.NewDatabase(t), now)
+	})
+}
+
+// TestConformance_SimpleProtocol runs the suite the way a transaction-mode
+// pooler (PgBouncer) needs it: no prepared statements.
+func TestConformance_SimpleProtocol(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return open(t, pgtest.NewDatabase(t)+"&default_query_exec_mode=simple_protocol", now)
+	})
+}
+
+func TestOpen_BadURLNamesWhichOne(t *testing.T) {
+	good := pgtest.DefaultURL
+	for _, tc := range []struct {
+		name string
+		cfg  postgres.Config
+		want string
+	}{
+		{"database url", postgres.Config{URL: "postgres://%zz"}, "--database-url"},
+		{"listen url", postgres.Config{URL: good, ListenURL: "postgres://%zz"}, "--listen-database-url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := postgres.Open(t.Context(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open: %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMigrate_ConcurrentReplicasOnFreshDatabase(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	const replicas = 8
+	stores := make([]*postgres.Store, replicas)
+	for i := range stores {
+		// The pool through a URL that could be a pooler; migrations go to
+		// the direct ListenURL.
+		s, err := postgres.Open(t.Context(), postgres.Config{URL: url + "&default_query_exec_mode=simple_protocol", ListenURL: url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		stores[i] = s
+	}
+	var g errgroup.Group
+	start := make(chan struct{})
+	for _, s := range stores {
+		g.Go(func() error {
+			<-start
+			return s.Migrate(t.Context())
+		})
+	}
+	close(start)
+	if err := g.Wait(); err != nil {
+		t.Fatalf("concurrent Migrate: %v", err)
+	}
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var applied int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 1 {
+		t.Errorf("goose_db_version has %d applied migrations, want 1 (each applied once)", applied)
+	}
+	if _, err := stores[0].CreateOrganization(t.Context(), "acme", keygate.Actor{}); err != nil {
+		t.Errorf("store unusable after concurrent migrations: %v", err)
+	}
+}
+
+// TestEvents_VisibleInCommitOrder pauses writer 1 after it inserted its
+// event and before it commits, while writer 2 writes: a reader must never
+// see writer 2's (higher) seq while writer 1's is uncommitted, or a replica
+// following seq > last would skip writer 1's event for good.
+func TestEvents_VisibleInCommitOrder(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	w1 := open(t, url, nil)
+	w2 := open(t, url, nil)
+	if err := w1.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, org := range []string{"one", "two"} {
+		if _, err := w1.CreateOrganization(ctx, org, keygate.Actor{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	paused := make(chan int64)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	// On failure, let writer 1 finish, or closing its pool waits forever.
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	var once sync.Once
+	w1.SetBeforeCommit(func(_ context.Context, seq int64) {
+		once.Do(func() {
+			paused <- seq
+			<-release
+		})
+	})
+
+	w1done := make(chan error, 1)
+	go func() {
+		_, err := w1.SetOrganizationDisabled(ctx, "one", true, keygate.Actor{})
+		w1done <- err
+	}()
+	seq1 := <-paused
+
+	w2done := make(chan error, 1)
+	go func() {
+		_, err := w2.SetOrganizationDisabled(ctx, "two", true, keygate.Actor{})
+		w2done <- err
+	}()
+
+	// While writer 1 is paused, nothing of writer 2 may be visible.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		evs, err := w2.Events(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) > 0 {
+			t.Fatalf("while seq %d is uncommitted a reader sees %+v", seq1, evs)
+		}
+		select {
+		case err := <-w2done:
+			t.Fatalf("writer 2 committed (err %v) while writer 1 held the events lock", err)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	releaseOnce.Do(func() { close(release) })
+	if err := <-w1done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w2done; err != nil {
+		t.Fatal(err)
+	}
+	evs, err := w2.Events(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].Seq != seq1 || evs[0].OrgID != "one" || evs[1].OrgID != "two" || evs[1].Seq <= seq1 {
+		t.Errorf("events %+v, want writer 1's seq %d, then writer 2's", evs, seq1)
+	}
+}
+
+// TestWrites_Notify pins the NOTIFY on keygate_events with the seq as
+// payload, sent by the same transaction.
+func TestWrites_Notify(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	s := open(t, url, nil)
+	ctx := t.Context()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.ListenConn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+postgres.NotifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOrganization(ctx, "acme", keygate.Actor{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetOrganizationDisabled(ctx, "acme", true, keygate.Actor{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := conn.WaitForNotification(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || n.Payload != strconv.FormatInt(evs[0].Seq, 10) {
+		t.Errorf("notification %q, events %+v: want one NOTIFY per event carrying its seq", n.Payload, evs)
+	}
+	if n.Channel != postgres.NotifyChannel {
+		t.Errorf("channel %q", n.Channel)
+	}
+}
+
+func BenchmarkLookupKey(b *testing.B) {
+	url := pgtest.NewDatabase(b)
+	s := open(b, url, nil)
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.CreateOrganization(ctx, "acme", keygate.Actor{}); err != nil {
+		b.Fatal(err)
+	}
+	var hashes []keygate.Hash
+	for range 200 {
+		id, _ := apikey.NewKeyID()
+		tok, err := apikey.DefaultFormat().Generate(keygate.Secret, keygate.Live)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.CreateKey(ctx, store.NewKey{ID: id, OrgID: "acme", UserID: "u", Name: "bench",
+			Type: keygate.Secret, Environment: keygate.Live, Scopes: []string{"read"},
+			Token: store.NewToken{Hash: tok.Hash(), Prefix: tok.Prefix(), Last4: tok.Last4()}}, keygate.Actor{}); err != nil {
+			b.Fatal(err)
+		}
+		hashes = append(hashes, tok.Hash())
+	}
+	for _, h := range hashes { // warm: plans prepared, pages cached
+		if _, err := s.LookupKey(ctx, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, err := s.LookupKey(ctx, hashes[i%len(hashes)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
