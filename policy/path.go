@@ -1,0 +1,76 @@
+package policy
+
+import "errors"
+
+// ErrNotNormalized is matched (errors.Is) by every error CheckPath returns;
+// extauthz answers it with 400 invalid_request.
+var ErrNotNormalized = errors.New("policy: path is not normalized")
+
+// notNormalized says which form made a path not normalized. It is a string
+// constant so that returning it allocates nothing.
+type notNormalized string
+
+func (e notNormalized) Error() string { return "policy: path is not normalized: " + string(e) }
+
+// Is makes every notNormalized match ErrNotNormalized.
+func (e notNormalized) Is(target error) bool { return target == ErrNotNormalized }
+
+const (
+	errNoLeadingSlash notNormalized = "it does not start with /"
+	errEmptySegment   notNormalized = "it contains //"
+	errDotSegment     notNormalized = "it contains a . or .. segment"
+	errEncoded        notNormalized = "it contains an encoded . / or \\ (%2e, %2f, %5c)"
+	errBackslash      notNormalized = "it contains \\"
+)
+
+// CheckPath reports whether the part of path before the first '?' is
+// normalized: it starts with '/' and holds no '//', no '.' or '..' segment
+// (in the middle as '/./' or '/../', or at the end as '/.' or '/..'), no
+// '%2e', '%2f' or '%5c' in either case, and no '\'. A path that is not
+// normalized may name a different resource upstream than the one the route
+// policy matched, so it is refused rather than repaired. The error matches
+// ErrNotNormalized. CheckPath does not allocate.
+func CheckPath(path string) error {
+	if len(path) == 0 || path[0] != '/' {
+		return errNoLeadingSlash
+	}
+	for i := 0; i < len(path); i++ {
+		switch path[i] {
+		case '?':
+			return nil
+		case '\\':
+			return errBackslash
+		case '%':
+			if i+2 < len(path) {
+				lo := path[i+2] | 0x20 // ASCII lower case for letters
+				if (path[i+1] == '2' && (lo == 'e' || lo == 'f')) || (path[i+1] == '5' && lo == 'c') {
+					return errEncoded
+				}
+			}
+		case '/':
+			// Look at the segment this slash starts.
+			rest := path[i+1:]
+			if len(rest) > 0 && rest[0] == '/' {
+				return errEmptySegment
+			}
+			if n := dots(rest); n == 1 || n == 2 {
+				return errDotSegment
+			}
+		}
+	}
+	return nil
+}
+
+// dots returns the length of s's first segment when that segment is made
+// of dots only (ended by '/', '?' or the end of the string), and 0
+// otherwise.
+func dots(s string) int {
+	n := 0
+	for n < len(s) && s[n] == '.' {
+		n++
+	}
+	if n < len(s) && s[n] != '/' && s[n] != '?' {
+		return 0
+	}
+	return n
+}

@@ -1,0 +1,228 @@
+// Package policy decides what a route requires: the scope a key must hold,
+// whether publishable keys may call it, and which project (if any) the path
+// names. It also says whether a path is normalized (CheckPath).
+//
+// Each of the three settings comes separately from the first source that
+// sets it: the route's context_extensions from Envoy, then the policy file
+// (first matching rule), then the default. See README.md for the file
+// format. Patterns are compiled once into segments; resolving a request
+// does not allocate.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Context extension keys that Envoy routes set (route
+// typed_per_filter_config, ext_authz CheckSettings.context_extensions).
+const (
+	ExtScope       = "keygate.scope"       // the scope the route requires
+	ExtPublishable = "keygate.publishable" // "true" or "false"
+	ExtProject     = "keygate.project"     // one project pattern
+)
+
+// ErrInvalidExtension is matched (errors.Is) by the error Resolve returns
+// for a context extension value that is not valid; extauthz denies such a
+// request, because a route whose policy cannot be read must fail closed.
+var ErrInvalidExtension = errors.New("policy: invalid context extension")
+
+// Route is what a request's route requires.
+type Route struct {
+	Scope       string // the scope the key must hold
+	Publishable bool   // publishable keys may call the route
+	Project     string // the project the path names, when HasProject
+	HasProject  bool
+}
+
+// Policy is a loaded policy file. A nil *Policy is the default policy (no
+// file); so is the one Default returns, which also caches the compiled
+// keygate.project patterns. A Policy is safe for concurrent use.
+type Policy struct {
+	rules []rule
+	// projects are the file's project patterns; nil with hasProjects false
+	// means the default ones. An empty list the file gives means no path
+	// names a project.
+	projects    []*pattern
+	hasProjects bool
+	ext         extCache
+}
+
+type rule struct {
+	methods        methodSet
+	path           *pattern
+	scope          string
+	hasScope       bool
+	publishable    bool
+	hasPublishable bool
+}
+
+// Default returns the policy without a file: GET, HEAD and OPTIONS need
+// read, every other method write; no route is publishable; projects come
+// from "/v1/projects/{project}" and "/v1/projects/{project}/**".
+func Default() *Policy { return &Policy{} }
+
+// Len returns the number of rules in the file.
+func (p *Policy) Len() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.rules)
+}
+
+// Resolve returns what the route of a request requires. method is the HTTP
+// method, path the request path (everything from the first '?' is
+// ignored), ext the route's context_extensions (nil when it has none). The
+// error, matching ErrInvalidExtension, reports a context extension value
+// that is not valid. Resolve does not check that path is normalized; call
+// CheckPath first.
+func (p *Policy) Resolve(method, path string, ext map[string]string) (Route, error) {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	var (
+		r                Route
+		hasScope, hasPub bool
+		extProject       *pattern
+	)
+	if len(ext) > 0 { // most routes carry none: skip the lookups
+		var err error
+		if r, hasScope, hasPub, extProject, err = p.fromExtensions(ext); err != nil {
+			return Route{}, err
+		}
+	}
+
+	if (!hasScope || !hasPub) && p != nil {
+		if ru := p.match(method, path); ru != nil {
+			if !hasScope && ru.hasScope {
+				r.Scope, hasScope = ru.scope, true
+			}
+			if !hasPub && ru.hasPublishable {
+				r.Publishable = ru.publishable
+			}
+		}
+	}
+	if !hasScope {
+		r.Scope = defaultScope(method)
+	}
+
+	switch {
+	case extProject != nil:
+		r.Project, r.HasProject = extProject.match(path)
+	case p != nil && p.hasProjects:
+		for _, pat := range p.projects {
+			if r.Project, r.HasProject = pat.match(path); r.HasProject {
+				break
+			}
+		}
+	default:
+		r.Project, r.HasProject = defaultProject(path)
+	}
+	return r, nil
+}
+
+// fromExtensions reads the settings that context_extensions set.
+func (p *Policy) fromExtensions(ext map[string]string) (r Route, hasScope, hasPub bool, project *pattern, err error) {
+	if r.Scope, hasScope = ext[ExtScope]; hasScope && !validScope(r.Scope) {
+		return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is not a valid scope", ErrInvalidExtension, ExtScope, r.Scope)
+	}
+	if pub, ok := ext[ExtPublishable]; ok {
+		switch pub {
+		case "true":
+			r.Publishable, hasPub = true, true
+		case "false":
+			hasPub = true
+		default:
+			return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is neither \"true\" nor \"false\"", ErrInvalidExtension, ExtPublishable, pub)
+		}
+	}
+	if src, ok := ext[ExtProject]; ok {
+		if project, err = p.extPattern(src); err != nil {
+			return Route{}, false, false, nil, err
+		}
+	}
+	return r, hasScope, hasPub, project, nil
+}
+
+// match returns the first rule whose methods and path match, or nil.
+func (p *Policy) match(method, path string) *rule {
+	m := methodBit(method)
+	for i := range p.rules {
+		ru := &p.rules[i]
+		if !ru.methods.has(m, method) {
+			continue
+		}
+		if _, ok := ru.path.match(path); ok {
+			return ru
+		}
+	}
+	return nil
+}
+
+// defaultScope is the default required scope: reads need read, everything
+// else write.
+func defaultScope(method string) string {
+	switch method {
+	case "GET", "HEAD", "OPTIONS":
+		return "read"
+	}
+	return "write"
+}
+
+// validScope reports whether s matches ^[a-z][a-z0-9_.:-]{0,63}$, the
+// scope syntax of SPEC §2, without a regexp.
+func validScope(s string) bool {
+	if len(s) == 0 || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_', c == '.', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxExtPatterns bounds the cache of compiled keygate.project values. They
+// come from Envoy's route configuration, a finite set; past the bound a
+// value is compiled on every request instead of growing memory.
+const maxExtPatterns = 1024
+
+// extCache holds compiled keygate.project values (and their errors, so a
+// bad value costs no compile per request either). Reads take no lock.
+type extCache struct {
+	m sync.Map // string -> *extEntry
+	n atomic.Int64
+}
+
+type extEntry struct {
+	pat *pattern
+	err error
+}
+
+// extPattern compiles a keygate.project value, through the cache when p is
+// not nil.
+func (p *Policy) extPattern(src string) (*pattern, error) {
+	if p != nil {
+		if e, ok := p.ext.m.Load(src); ok {
+			e := e.(*extEntry)
+			return e.pat, e.err
+		}
+	}
+	e := &extEntry{}
+	e.pat, e.err = compilePattern(src, true)
+	if e.err != nil {
+		e.pat, e.err = nil, fmt.Errorf("%w %s: %q is not a valid project pattern: %v", ErrInvalidExtension, ExtProject, src, e.err)
+	}
+	if p != nil && p.ext.n.Load() < maxExtPatterns {
+		if _, loaded := p.ext.m.LoadOrStore(src, e); !loaded {
+			p.ext.n.Add(1)
+		}
+	}
+	return e.pat, e.err
+}
