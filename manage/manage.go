@@ -94,7 +94,7 @@ type CreatedKey struct {
 // CreateKey validates nk, generates an id and a token, and stores the key
 // with only the token's hash, prefix and last four characters.
 func (s *Service) CreateKey(ctx context.Context, nk NewKey, by keygate.Actor) (CreatedKey, error) {
-	k, err := s.validate(nk)
+	k, err := normalize(nk, s.now())
 	if err != nil {
 		return CreatedKey{}, err
 	}
@@ -118,10 +118,17 @@ func (s *Service) CreateKey(ctx context.Context, nk NewKey, by keygate.Actor) (C
 	return CreatedKey{Key: key, Token: tok}, nil
 }
 
-// validate checks every field of nk and returns it normalized: scopes and
+// ValidateNewKey checks nk as CreateKey will, without a store: a transport
+// can reject a bad request before it opens or touches anything.
+func ValidateNewKey(nk NewKey, now time.Time) error {
+	_, err := normalize(nk, now)
+	return err
+}
+
+// normalize checks every field of nk and returns it normalized: scopes and
 // project ids sorted without duplicates, defaults filled in, metadata
 // compacted. The first bad field decides, as *keygate.Error with Param.
-func (s *Service) validate(nk NewKey) (store.NewKey, error) {
+func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	k := store.NewKey{
 		OrgID:              nk.OrgID,
 		UserID:             nk.UserID,
@@ -165,7 +172,7 @@ func (s *Service) validate(nk NewKey) (store.NewKey, error) {
 	if !k.Environment.Valid() {
 		return k, keygate.ParamErrorf("environment", "environment must be %q or %q.", keygate.Live, keygate.Test)
 	}
-	if k.ExpiresAt != nil && !k.ExpiresAt.After(s.now()) {
+	if k.ExpiresAt != nil && !k.ExpiresAt.After(now) {
 		return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
 	}
 	if k.RateLimitPerMinute != nil && *k.RateLimitPerMinute < 0 {

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/keygate/keygate/httpapi"
+)
+
+// oneLineNaming fails unless stderr is exactly one line that names want.
+func oneLineNaming(t *testing.T, r result, want string) {
+	t.Helper()
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasSuffix(r.stderr, "\n") {
+		t.Errorf("stderr is not one line: %q", r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not name %s", r.stderr, want)
+	}
+}
+
+func TestFlags_BadConfigurationIsOneLineNamingTheFlag(t *testing.T) {
+	tests := []struct {
+		name string
+		env  env
+		args []string
+		flag string
+	}{
+		{"unknown flag", nil, []string{"serve", "--nope"}, "--nope"},
+		{"unknown command", nil, []string{"frobnicate"}, "frobnicate"},
+		{"mysql database url", nil, []string{"serve", "--database-url", "mysql://u:hunter2@db/keygate"}, "--database-url"},
+		{"unparsable database url", nil, []string{"migrate", "--database-url", "postgres://u:hunter2@[::1"}, "--database-url"},
+		{"database url without scheme", nil, []string{"keys", "list", "--org", "a", "--database-url", "db.example:5432"}, "--database-url"},
+		{"listen url without database url", nil, []string{"serve", "--listen-database-url", "postgres://x/y"}, "--listen-database-url"},
+		{"listen url of another kind", nil, []string{"serve", "--database-url", "postgres://x/y", "--listen-database-url", "http://x"}, "--listen-database-url"},
+		{"zero cache ttl", nil, []string{"serve", "--cache-ttl", "0"}, "--cache-ttl"},
+		{"negative cache ttl", nil, []string{"serve", "--cache-ttl", "-1s"}, "--cache-ttl"},
+		{"unparsable cache ttl", nil, []string{"serve", "--cache-ttl", "soon"}, "--cache-ttl"},
+		{"zero negative cache ttl", nil, []string{"serve", "--negative-cache-ttl", "0s"}, "--negative-cache-ttl"},
+		{"zero poll interval", nil, []string{"serve", "--poll-interval", "0"}, "--poll-interval"},
+		{"zero shutdown timeout", nil, []string{"serve", "--shutdown-timeout", "0"}, "--shutdown-timeout"},
+		{"bad cache size", nil, []string{"serve", "--cache-max-bytes", "lots"}, "--cache-max-bytes"},
+		{"zero cache size", nil, []string{"serve", "--cache-max-bytes", "0"}, "--cache-max-bytes"},
+		{"upper-case secret prefix", nil, []string{"serve", "--secret-prefix", "SK"}, "--secret-prefix"},
+		{"short secret prefix", nil, []string{"keys", "list", "--org", "a", "--secret-prefix", "s"}, "--secret-prefix"},
+		{"long publishable prefix", nil, []string{"serve", "--publishable-prefix", "publishable"}, "--publishable-prefix"},
+		{"equal prefixes", nil, []string{"serve", "--secret-prefix", "kk", "--publishable-prefix", "kk"}, "--publishable-prefix"},
+		{"upper-case header prefix", nil, []string{"serve", "--header-prefix", "X-Keygate-"}, "--header-prefix"},
+		{"header prefix without dash", nil, []string{"serve", "--header-prefix", "x-keygate"}, "--header-prefix"},
+		{"bad grpc address", nil, []string{"serve", "--grpc-addr", "nonsense"}, "--grpc-addr"},
+		{"bad http port", nil, []string{"serve", "--http-addr", ":99999"}, "--http-addr"},
+		{"bad docs url", nil, []string{"serve", "--docs-url", "docs"}, "--docs-url"},
+		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, "--log-level"},
+		{"bad log format", nil, []string{"serve", "--log-format", "xml"}, "--log-format"},
+		{"bad strip credentials", nil, []string{"serve", "--strip-credentials=maybe"}, "--strip-credentials"},
+		{"bad duration from env", env{"KEYGATE_CACHE_TTL": "0s"}, []string{"serve"}, "--cache-ttl"},
+		{"bad database url from env", env{"KEYGATE_DATABASE_URL": "mysql://db"}, []string{"migrate"}, "--database-url"},
+		{"bad prefix from env", env{"KEYGATE_SECRET_PREFIX": "S1"}, []string{"keys", "list", "--org", "a"}, "--secret-prefix"},
+		{"missing org", nil, []string{"keys", "create", "--user", "u", "--name", "n"}, "--org"},
+		{"role and scopes", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--role", "admin", "--scopes", "read"}, "--role"},
+		{"unknown key type", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--type", "private"}, "--type"},
+		{"unknown environment", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--env", "prod"}, "--env"},
+		{"bad expiry", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--expires-in", "soon"}, "--expires-in"},
+		{"zero expiry", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--expires-in", "0d"}, "--expires-in"},
+		{"negative rate limit", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--rate-limit", "-1"}, "--rate-limit"},
+		{"metadata not JSON", nil, []string{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--metadata", "{x"}, "--metadata"},
+		{"check without addr", nil, []string{"check", "--key", "k"}, "--addr"},
+		{"check with bad addr", nil, []string{"check", "--addr", "localhost", "--key", "k"}, "--addr"},
+		{"check with malformed header", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "-H", "no colon"}, "-H"},
+		{"check with empty header name", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "-H", ": v"}, "-H"},
+		{"check with bad path", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "--path", "v1"}, "--path"},
+		{"healthcheck with bad url", nil, []string{"healthcheck", "--url", "localhost:8001"}, "--url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := invoke(t, tt.env, tt.args...)
+			if r.code != 2 {
+				t.Errorf("exit %d, want 2 (stderr %q)", r.code, r.stderr)
+			}
+			oneLineNaming(t, r, tt.flag)
+			if strings.Contains(r.stderr, "hunter2") {
+				t.Errorf("stderr repeats a password: %q", r.stderr)
+			}
+		})
+	}
+}
+
+func TestFlags_ValidServeFlagsParse(t *testing.T) {
+	// Parsing alone: a closed context makes nothing listen for long, but
+	// every flag form below must get past validation.
+	var c cli
+	for _, args := range [][]string{
+		{"serve", "--cache-max-bytes", "64MiB"},
+		{"serve", "--cache-max-bytes", "1048576"},
+		{"serve", "--cache-max-bytes", "1GB"},
+		{"serve", "--strip-credentials=false"},
+		{"serve", "--no-strip-credentials"},
+		{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "[::1]:8001"},
+		{"serve", "--database-url", "postgresql://u@h/db", "--listen-database-url", "postgres://u@h2/db"},
+		{"keys", "create", "--org", "o", "--user", "u", "--name", "n", "--expires-in", "36h"},
+	} {
+		c = cli{}
+		p, err := newTestParser(&c, env{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse(args); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+func TestFlags_ServeDefaults(t *testing.T) {
+	var c cli
+	p, err := newTestParser(&c, env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"serve"}); err != nil {
+		t.Fatal(err)
+	}
+	s := c.Serve
+	got := []any{s.GRPCAddr, s.HTTPAddr, s.HeaderPrefix, s.StripCredentials, int64(s.CacheMaxBytes), s.CacheTTL.String(),
+		s.NegativeCacheTTL.String(), s.PollInterval.String(), s.ShutdownTimeout.String(), s.Conn.DataDir, s.Conn.LogLevel,
+		s.Conn.SecretPrefix, s.Conn.PublishablePrefix}
+	want := []any{":9001", ":8001", "x-keygate-", true, int64(64 << 20), "5m0s", "10s", "500ms", "10s", ".", "info", "sk", "pk"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("serve defaults (-want +got):\n%s", diff)
+	}
+}
+
+func TestFlags_EnvironmentAndPrecedence(t *testing.T) {
+	tests := []struct {
+		name string
+		env  env
+		args []string
+		get  func(*cli) any
+		want any
+	}{
+		{"env used when flag absent", env{"KEYGATE_CACHE_TTL": "7m"}, []string{"serve"}, func(c *cli) any { return c.Serve.CacheTTL.String() }, "7m0s"},
+		{"flag wins over env", env{"KEYGATE_CACHE_TTL": "7m"}, []string{"serve", "--cache-ttl", "1m"}, func(c *cli) any { return c.Serve.CacheTTL.String() }, "1m0s"},
+		{"bool from env", env{"KEYGATE_STRIP_CREDENTIALS": "false"}, []string{"serve"}, func(c *cli) any { return c.Serve.StripCredentials }, false},
+		{"bool flag wins", env{"KEYGATE_STRIP_CREDENTIALS": "false"}, []string{"serve", "--strip-credentials"}, func(c *cli) any { return c.Serve.StripCredentials }, true},
+		{"size from env", env{"KEYGATE_CACHE_MAX_BYTES": "1MiB"}, []string{"serve"}, func(c *cli) any { return int64(c.Serve.CacheMaxBytes) }, int64(1 << 20)},
+		{"connection flag on keys", env{"KEYGATE_DATA_DIR": "/srv"}, []string{"keys", "list", "--org", "a"}, func(c *cli) any { return c.Keys.List.Conn.DataDir }, "/srv"},
+		{"empty env is unset", env{"KEYGATE_GRPC_ADDR": ""}, []string{"serve"}, func(c *cli) any { return c.Serve.GRPCAddr }, ":9001"},
+		{"per-key flags ignore env", env{"KEYGATE_ROLE": "owner", "KEYGATE_TYPE": "publishable", "KEYGATE_ENV": "test", "KEYGATE_RATE_LIMIT": "5", "KEYGATE_SCOPES": "admin"},
+			[]string{"keys", "create", "--org", "o", "--user", "u", "--name", "n"},
+			func(c *cli) any {
+				k := c.Keys.Create
+				return []any{k.Role, k.Type, k.Env, k.RateLimit == nil, len(k.Scopes)}
+			}, []any{"", "secret", "live", true, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c cli
+			p, err := newTestParser(&c, tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, tt.get(&c)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestKeysCreate_EnvironmentReachesConnectionFlagsOnly runs keys create
+// end to end: the secret prefix comes from the environment unless the flag
+// is given, and per-key variables change nothing.
+func TestKeysCreate_EnvironmentReachesConnectionFlagsOnly(t *testing.T) {
+	e := backends[0].env(t).with("KEYGATE_SECRET_PREFIX", "zz",
+		"KEYGATE_ROLE", "owner", "KEYGATE_SCOPES", "admin", "KEYGATE_ORG", "evil", "KEYGATE_EXPIRES_IN", "1h", "KEYGATE_JSON", "true")
+	r := invoke(t, e, "keys", "create", "--org", "acme", "--user", "alice", "--name", "CI")
+	if r.code != 0 || !strings.HasPrefix(firstLine(r.stdout), "zz_live_") {
+		t.Fatalf("exit %d, token %.8q…, stderr %q", r.code, firstLine(r.stdout), r.stderr)
+	}
+	r = invoke(t, e, "keys", "create", "--org", "acme", "--user", "alice", "--name", "CI", "--secret-prefix", "yy")
+	if r.code != 0 || !strings.HasPrefix(firstLine(r.stdout), "yy_live_") {
+		t.Fatalf("exit %d, token %.8q…, stderr %q", r.code, firstLine(r.stdout), r.stderr)
+	}
+	r = invoke(t, e, "keys", "list", "--org", "acme", "--json")
+	var list httpapi.List[httpapi.APIKey]
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	for _, k := range list.Data {
+		if diff := cmp.Diff([]string{"read", "write"}, k.Scopes); diff != "" || k.ExpiresAt != nil || k.OrgID != "acme" {
+			t.Errorf("key %s: scopes %v, expires %v, org %s: per-key env leaked in", k.ID, k.Scopes, k.ExpiresAt, k.OrgID)
+		}
+	}
+}
+
+func TestKeysCreate_InvalidFieldNamesTheFlag(t *testing.T) {
+	e := backends[0].env(t)
+	for _, tt := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--scopes", "Read"}, "--scopes"},
+		{[]string{"--project", "a/b"}, "--project"},
+		{[]string{"--role", "root"}, "--role"},
+		{[]string{"--metadata", "[1]"}, "--metadata"},
+	} {
+		args := append([]string{"keys", "create", "--org", "acme", "--user", "alice", "--name", "CI"}, tt.args...)
+		r := invoke(t, e, args...)
+		if r.code != 2 {
+			t.Errorf("%v: exit %d, want 2", tt.args, r.code)
+		}
+		oneLineNaming(t, r, tt.flag)
+	}
+	r := invoke(t, e, "keys", "create", "--org", "bad org", "--user", "alice", "--name", "CI")
+	if r.code != 2 {
+		t.Errorf("bad org: exit %d", r.code)
+	}
+	oneLineNaming(t, r, "--org")
+}
+
+func TestCheck_NothingListeningIsExit2(t *testing.T) {
+	r := invoke(t, env{}, "check", "--addr", closedAddr(t), "--key", "sk_live_x", "--timeout", "2s")
+	if r.code != 2 {
+		t.Errorf("exit %d, want 2 (%q)", r.code, r.stderr)
+	}
+	oneLineNaming(t, r, "check")
+}
+
+func TestHealthcheck_NothingListeningIsExit1(t *testing.T) {
+	r := invoke(t, env{}, "healthcheck", "--url", "http://"+closedAddr(t)+"/healthz")
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1 (%q)", r.code, r.stderr)
+	}
+	oneLineNaming(t, r, "healthcheck")
+}
+
+func TestHelpAndVersionExit0(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"keys", "create", "--help"}, {"version"}} {
+		r := invoke(t, env{}, args...)
+		if r.code != 0 || r.stdout == "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := invoke(t, env{}); r.code != 2 {
+		t.Errorf("no command: exit %d, want 2", r.code)
+	}
+}

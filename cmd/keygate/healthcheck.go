@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"time"
+)
+
+// healthcheckCmd is `keygate healthcheck`, the container's HEALTHCHECK: the
+// image has no curl, and the binary is already there.
+type healthcheckCmd struct {
+	URL     string        `name:"url" default:"http://127.0.0.1:8001/healthz" help:"URL to probe."`
+	Timeout time.Duration `default:"3s" help:"How long to wait for an answer."`
+}
+
+// Validate checks --url and --timeout.
+func (h *healthcheckCmd) Validate() error {
+	u, err := url.Parse(h.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--url %q must be an absolute http(s) URL", h.URL)
+	}
+	if h.Timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive")
+	}
+	return nil
+}
+
+// Run exits 0 when the URL answers 200 and 1 otherwise.
+func (h *healthcheckCmd) Run(d *deps) error {
+	client := &http.Client{Timeout: h.Timeout}
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, h.URL, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck %s: HTTP %d", h.URL, resp.StatusCode)
+	}
+	return nil
+}
+
+// versionCmd is `keygate version`.
+type versionCmd struct{}
+
+// Run prints the module version and VCS revision that Go recorded in the
+// binary, so there is no version variable to forget to set.
+func (versionCmd) Run(d *deps) error {
+	version, revision, goVersion := "(devel)", "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	fmt.Fprintf(d.stdout, "keygate %s", version)
+	if revision != "" {
+		fmt.Fprintf(d.stdout, " (%s)", revision)
+	}
+	fmt.Fprintf(d.stdout, " %s\n", goVersion)
+	return nil
+}

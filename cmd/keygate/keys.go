@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/httpapi"
+	"github.com/keygate/keygate/manage"
+)
+
+// migrateCmd is `keygate migrate`.
+type migrateCmd struct {
+	Conn connFlags `embed:""`
+}
+
+// Run applies the migrations (under PostgreSQL's advisory lock).
+func (m *migrateCmd) Run(d *deps) error {
+	logger := m.Conn.logger(d.stderr)
+	st, _, err := m.Conn.openMigrated(d.ctx, logger)
+	if err != nil {
+		return err
+	}
+	st.Close()
+	logger.Info("migrations applied")
+	return nil
+}
+
+// orgsCmd is `keygate orgs`.
+type orgsCmd struct {
+	Create  orgCreateCmd  `cmd:"" help:"Create an organization."`
+	Disable orgDisableCmd `cmd:"" help:"Disable an organization: its keys are denied with organization_disabled."`
+	Enable  orgEnableCmd  `cmd:"" help:"Enable a disabled organization."`
+}
+
+// orgArgs are the flags and argument of `keygate orgs create|disable|enable`.
+type orgArgs struct {
+	Conn connFlags `embed:""`
+	Org  string    `arg:"" name:"ORG" help:"Organization id."`
+}
+
+type (
+	orgCreateCmd  struct{ orgArgs }
+	orgDisableCmd struct{ orgArgs }
+	orgEnableCmd  struct{ orgArgs }
+)
+
+// Run creates the organization.
+func (o *orgCreateCmd) Run(d *deps) error {
+	return o.do(d, "created", (*manage.Service).CreateOrganization)
+}
+
+// Run disables the organization.
+func (o *orgDisableCmd) Run(d *deps) error {
+	return o.do(d, "disabled", (*manage.Service).DisableOrganization)
+}
+
+// Run enables the organization.
+func (o *orgEnableCmd) Run(d *deps) error {
+	return o.do(d, "enabled", (*manage.Service).EnableOrganization)
+}
+
+type orgOp func(*manage.Service, context.Context, string, keygate.Actor) (keygate.Organization, error)
+
+func (o *orgArgs) do(d *deps, done string, op orgOp) error {
+	if err := manage.ValidateID("org_id", o.Org); err != nil {
+		return cliError(err, map[string]string{"org_id": "ORG"})
+	}
+	st, _, err := o.Conn.openMigrated(d.ctx, o.Conn.logger(d.stderr))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := op(manage.New(st, o.Conn.format, time.Now), d.ctx, o.Org, keygate.Actor{}); err != nil {
+		return cliError(err, map[string]string{"org_id": "ORG"})
+	}
+	fmt.Fprintf(d.stdout, "organization %s %s\n", o.Org, done)
+	return nil
+}
+
+// keysCmd is `keygate keys`.
+type keysCmd struct {
+	Create keysCreateCmd `cmd:"" help:"Create a key and print its token, once."`
+	List   keysListCmd   `cmd:"" help:"List an organization's keys."`
+	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key."`
+}
+
+// keysCreateCmd is `keygate keys create`. Its per-key flags read no
+// environment: a stray KEYGATE_ROLE must never widen a key.
+type keysCreateCmd struct {
+	Conn      connFlags `embed:""`
+	Org       string    `required:"" help:"Organization of the key; created if missing."`
+	User      string    `required:"" help:"User the key acts for."`
+	Name      string    `required:"" help:"Name of the key, 1–200 characters."`
+	Role      string    `xor:"scopes" help:"owner, admin, member or viewer (default member)."`
+	Scopes    []string  `xor:"scopes" sep:"," help:"Scopes instead of a role, comma-separated."`
+	Project   []string  `sep:"none" help:"Restrict the key to a project; repeat for several (default: every project)."`
+	Type      string    `default:"secret" enum:"secret,publishable" help:"secret or publishable."`
+	Env       string    `default:"live" enum:"live,test" help:"live or test."`
+	ExpiresIn days      `name:"expires-in" placeholder:"DURATION" help:"Expire after this long: a Go duration or days (90d)."`
+	RateLimit *int      `name:"rate-limit" placeholder:"N" help:"Requests per minute (0: unlimited; default: the server's --rate-limit)."`
+	Metadata  string    `placeholder:"JSON" help:"A JSON object passed to Envoy with every allow (at most 4096 bytes)."`
+	JSON      bool      `name:"json" help:"Print the API's JSON answer instead of the token alone."`
+}
+
+// createFlags names the flag behind each field that manage validates.
+var createFlags = map[string]string{
+	"org_id": "--org", "user_id": "--user", "name": "--name", "role": "--role", "scopes": "--scopes",
+	"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
+	"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata",
+}
+
+// Validate checks what manage cannot see: the flag forms.
+func (k *keysCreateCmd) Validate() error {
+	if k.ExpiresIn.set && k.ExpiresIn.d <= 0 {
+		return fmt.Errorf("--expires-in must be positive")
+	}
+	if k.RateLimit != nil && *k.RateLimit < 0 {
+		return fmt.Errorf("--rate-limit must be 0 (unlimited) or more")
+	}
+	if k.Metadata != "" && !json.Valid([]byte(k.Metadata)) {
+		return fmt.Errorf("--metadata must be a JSON object")
+	}
+	return nil
+}
+
+// Run creates the key and prints its token: the only time it is shown.
+func (k *keysCreateCmd) Run(d *deps) error {
+	now := time.Now()
+	nk := manage.NewKey{
+		OrgID: k.Org, UserID: k.User, Name: k.Name, Role: k.Role, Scopes: k.Scopes, ProjectIDs: k.Project,
+		Type: keygate.KeyType(k.Type), Environment: keygate.Environment(k.Env),
+		RateLimitPerMinute: k.RateLimit, CreateOrganization: true,
+	}
+	if k.Metadata != "" {
+		nk.Metadata = json.RawMessage(k.Metadata)
+	}
+	if nk.Role == "" && len(nk.Scopes) == 0 {
+		nk.Role = manage.DefaultRole
+	}
+	if k.ExpiresIn.set {
+		t := now.Add(k.ExpiresIn.d)
+		nk.ExpiresAt = &t
+	}
+	// A bad request is rejected before the store is opened or migrated.
+	if err := manage.ValidateNewKey(nk, now); err != nil {
+		return cliError(err, createFlags)
+	}
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	created, err := manage.New(st, k.Conn.format, time.Now).CreateKey(d.ctx, nk, keygate.Actor{})
+	if err != nil {
+		return cliError(err, createFlags)
+	}
+	if k.JSON {
+		return writeJSON(d, httpapi.Data[httpapi.CreatedAPIKey]{Data: httpapi.CreatedAPIKey{
+			APIKey: httpapi.NewAPIKey(created.Key, now), Key: created.Token.String(),
+		}})
+	}
+	fmt.Fprintln(d.stdout, created.Token.String())
+	key := created.Key
+	fmt.Fprintf(d.stderr, "created %s key %s (%s…%s) for user %s in organization %s, scopes %s; the token above is shown only once\n",
+		key.Type, key.ID, key.Prefix, key.Last4, key.UserID, key.OrgID, list(key.Scopes))
+	return nil
+}
+
+// keysListCmd is `keygate keys list`.
+type keysListCmd struct {
+	Conn connFlags `embed:""`
+	Org  string    `required:"" help:"Organization whose keys to list."`
+	JSON bool      `name:"json" help:"Print the API's JSON answer: every key, {\"data\": [...], \"next_cursor\": null}."`
+}
+
+// Run lists every key of the organization that is not revoked.
+func (k *keysListCmd) Run(d *deps) error {
+	if err := manage.ValidateID("org_id", k.Org); err != nil {
+		return cliError(err, map[string]string{"org_id": "--org"})
+	}
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, err := manage.New(st, k.Conn.format, time.Now).ListKeys(d.ctx, k.Org)
+	if err != nil {
+		return cliError(err, map[string]string{"org_id": "--org"})
+	}
+	now := time.Now()
+	if k.JSON {
+		out := httpapi.List[httpapi.APIKey]{Data: make([]httpapi.APIKey, 0, len(keys))}
+		for _, key := range keys {
+			out.Data = append(out.Data, httpapi.NewAPIKey(key, now))
+		}
+		return writeJSON(d, out)
+	}
+	tw := tabwriter.NewWriter(d.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tUSER\tTYPE\tENV\tSCOPES\tSTATUS\tCREATED\tEXPIRES")
+	for _, key := range keys {
+		expires := "-"
+		if key.ExpiresAt != nil {
+			expires = key.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s…%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", key.ID, key.Name, key.Prefix, key.Last4, key.UserID,
+			key.Type, key.Environment, list(key.Scopes), key.Status(now), key.CreatedAt.UTC().Format(time.RFC3339), expires)
+	}
+	return tw.Flush()
+}
+
+// keysRevokeCmd is `keygate keys revoke`.
+type keysRevokeCmd struct {
+	Conn connFlags `embed:""`
+	Org  string    `required:"" help:"Organization of the key."`
+	ID   string    `arg:"" name:"ID" help:"Key id (key_…)."`
+	JSON bool      `name:"json" help:"Print the revoked key as the API would."`
+}
+
+// Run revokes the key. Once it returns, every replica following the
+// events log stops allowing the key within its poll interval.
+func (k *keysRevokeCmd) Run(d *deps) error {
+	if err := manage.ValidateID("org_id", k.Org); err != nil {
+		return cliError(err, map[string]string{"org_id": "--org"})
+	}
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key, err := manage.New(st, k.Conn.format, time.Now).RevokeKey(d.ctx, k.Org, k.ID, keygate.Actor{})
+	if err != nil {
+		return cliError(err, map[string]string{"org_id": "--org", "id": "ID"})
+	}
+	if k.JSON {
+		return writeJSON(d, httpapi.Data[httpapi.APIKey]{Data: httpapi.NewAPIKey(key, time.Now())})
+	}
+	fmt.Fprintf(d.stdout, "revoked %s\n", key.ID)
+	return nil
+}
+
+// cliError turns a management error into the CLI's terms: a bad field
+// names its flag and is a usage error; anything else keeps its code.
+func cliError(err error, flags map[string]string) error {
+	var e *keygate.Error
+	if errors.As(err, &e) && e.Code == keygate.CodeInvalidRequest {
+		if flag, ok := flags[e.Param]; ok {
+			return usageErrorf("%s: %s", flag, keygate.ErrorMessage(err))
+		}
+	}
+	return err
+}
+
+func writeJSON(d *deps, v any) error {
+	enc := json.NewEncoder(d.stdout)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/alecthomas/kong"
+)
+
+// cli is the whole command line. Flags with an env tag also read that
+// variable, through getenv rather than the process environment, so tests
+// control it; a flag on the command line wins.
+type cli struct {
+	Serve       serveCmd       `cmd:"" help:"Serve ext_authz over gRPC (--grpc-addr) and health, readiness and metrics over HTTP (--http-addr)."`
+	Migrate     migrateCmd     `cmd:"" help:"Apply the database migrations and exit."`
+	Orgs        orgsCmd        `cmd:"" help:"Create, disable or enable an organization."`
+	Keys        keysCmd        `cmd:"" help:"Create, list and revoke API keys."`
+	Check       checkCmd       `cmd:"" help:"Send one Check request to a keygate server and print its decision (exit 0 allowed, 1 denied, 2 error)."`
+	Version     versionCmd     `cmd:"" help:"Print the version and exit."`
+	Healthcheck healthcheckCmd `cmd:"" help:"Probe a keygate's /healthz (exit 0 on HTTP 200, 1 otherwise), for container health checks."`
+}
+
+// deps is what every command's Run receives: the process around it.
+type deps struct {
+	ctx    context.Context
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// kongExit is how kong's exit (after --help) unwinds out of Parse without
+// os.Exit below main.
+type kongExit int
+
+// run parses args and runs the selected command until it finishes or ctx
+// ends. It never exits the process; the error it returns carries the exit
+// status (see exitCode).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	var c cli
+	parser, err := newParser(&c, getenv, stdout, stderr)
+	if err != nil {
+		return fmt.Errorf("building the command line: %w", err) // a bug, not a usage error
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			err = nil
+			if code != 0 {
+				err = &exitError{code: int(code)}
+			}
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		// Unknown flags, bad values and every Validate failure.
+		return &exitError{code: exitUsage, err: err}
+	}
+	return kctx.Run(&deps{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr})
+}
+
+// newParser returns the kong parser of c, reading variables through getenv.
+func newParser(c *cli, getenv func(string) string, stdout, stderr io.Writer) (*kong.Kong, error) {
+	envs := map[*kong.Value][]string{}
+	return kong.New(c,
+		kong.Name("keygate"),
+		kong.Description("keygate is an Envoy ext_authz authorizer for API keys."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit(code)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.PostBuild(func(k *kong.Kong) error { takeEnvs(k.Model.Node, envs); return nil }),
+		kong.Resolvers(envResolver(envs, getenv)),
+	)
+}
+
+// takeEnvs moves the env tags of every flag out of kong, which would read
+// them from the process environment, into envs, which envResolver reads
+// through getenv. Help still names the variable.
+func takeEnvs(n *kong.Node, envs map[*kong.Value][]string) {
+	for _, f := range n.Flags {
+		if len(f.Envs) == 0 {
+			continue
+		}
+		envs[f.Value] = f.Envs
+		f.Help = strings.TrimSuffix(f.Help, ".") + " ($" + strings.Join(f.Envs, ", $") + ")."
+		f.Envs = nil
+		f.Value.Tag.Envs = nil
+	}
+	for _, child := range n.Children {
+		takeEnvs(child, envs)
+	}
+}
+
+// envResolver gives a flag that the command line left unset the value of
+// its first non-empty variable.
+func envResolver(envs map[*kong.Value][]string, getenv func(string) string) kong.Resolver {
+	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, error) {
+		for _, name := range envs[f.Value] {
+			if v := getenv(name); v != "" {
+				return v, nil
+			}
+		}
+		return nil, nil
+	})
+}

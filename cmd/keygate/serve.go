@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/cache"
+	"github.com/keygate/keygate/extauthz"
+	"github.com/keygate/keygate/httpapi"
+	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/store"
+)
+
+// serveCmd is `keygate serve`. Every flag also reads its KEYGATE_*
+// variable, so a container is configured from its environment.
+type serveCmd struct {
+	Conn             connFlags     `embed:""`
+	GRPCAddr         string        `name:"grpc-addr" env:"KEYGATE_GRPC_ADDR" default:":9001" placeholder:"ADDR" help:"Address of the ext_authz gRPC listener."`
+	HTTPAddr         string        `name:"http-addr" env:"KEYGATE_HTTP_ADDR" default:":8001" placeholder:"ADDR" help:"Address of the HTTP listener (health, readiness, metrics)."`
+	HeaderPrefix     string        `name:"header-prefix" env:"KEYGATE_HEADER_PREFIX" default:"x-keygate-" help:"Prefix of the identity headers an allow sets; lower-case, ending in '-'."`
+	StripCredentials bool          `name:"strip-credentials" env:"KEYGATE_STRIP_CREDENTIALS" default:"true" negatable:"" help:"Remove the credential headers before the request goes upstream."`
+	CacheMaxBytes    byteSize      `name:"cache-max-bytes" env:"KEYGATE_CACHE_MAX_BYTES" default:"64MiB" placeholder:"SIZE" help:"Bound of the key cache (bytes, or 64MiB, 1GB…)."`
+	CacheTTL         time.Duration `name:"cache-ttl" env:"KEYGATE_CACHE_TTL" default:"5m" help:"Reload a cached key after this long, as a backstop to invalidation."`
+	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
+	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
+	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
+	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after SIGTERM before connections are cut."`
+}
+
+// Validate checks the serve flags, naming the flag at fault.
+func (s *serveCmd) Validate() error {
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", s.GRPCAddr}, {"--http-addr", s.HTTPAddr}} {
+		if err := validateAddr(a.addr); err != nil {
+			return fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
+		}
+	}
+	az := s.extauthzConfig()
+	if err := az.Validate(); err != nil {
+		return err // it names --header-prefix
+	}
+	if s.CacheMaxBytes <= 0 {
+		return fmt.Errorf("--cache-max-bytes must be positive")
+	}
+	for _, d := range []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"--cache-ttl", s.CacheTTL}, {"--negative-cache-ttl", s.NegativeCacheTTL},
+		{"--poll-interval", s.PollInterval}, {"--shutdown-timeout", s.ShutdownTimeout},
+	} {
+		if d.d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
+		}
+	}
+	if u, err := url.Parse(s.DocsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
+		return fmt.Errorf("--docs-url %q must be an absolute http(s) URL without a fragment", s.DocsURL)
+	}
+	return nil
+}
+
+// validateAddr accepts host:port with a numeric port; port 0 picks a free
+// one (the bound address is logged).
+func validateAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+func (s *serveCmd) extauthzConfig() extauthz.Config {
+	return extauthz.Config{
+		Format:           s.Conn.format,
+		HeaderPrefix:     s.HeaderPrefix,
+		StripCredentials: s.StripCredentials,
+		DocsURL:          s.DocsURL,
+		Now:              time.Now,
+	}
+}
+
+// Run serves until d.ctx ends (SIGTERM or SIGINT), then drains: health
+// NOT_SERVING, in-flight checks finish (up to --shutdown-timeout), exit 0.
+func (s *serveCmd) Run(d *deps) error {
+	ctx := d.ctx
+	logger := s.Conn.logger(d.stderr)
+	st, embedded, err := s.Conn.openMigrated(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if embedded {
+		if err := s.bootstrap(ctx, d, st, logger); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	azCfg := s.extauthzConfig()
+	azCfg.Logger, azCfg.Registerer = logger, reg
+	keys, err := cache.New(st, cache.Config{
+		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
+		Prepare: azCfg.Prepare, Now: time.Now, Registerer: reg, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the key cache: %w", err)
+	}
+	defer keys.Close()
+	follower, err := cache.NewFollower(st, keys, s.PollInterval, logger, reg)
+	if err != nil {
+		return fmt.Errorf("--poll-interval: %w", err)
+	}
+	// Find the log's end before the first lookup, so no event between a
+	// load and the follower's start can be missed.
+	if err := follower.Start(ctx); err != nil {
+		return fmt.Errorf("reading the key-events log: %w", err)
+	}
+	authz, err := extauthz.New(keys, azCfg)
+	if err != nil {
+		return err
+	}
+
+	grpcLis, err := net.Listen("tcp", s.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	defer grpcLis.Close()
+	httpLis, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+	defer httpLis.Close()
+
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, authz)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	web := &http.Server{
+		Handler:           httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slogErrorLog(logger),
+	}
+
+	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	// The follower outlives the servers so that checks still in flight
+	// during the drain see revocations.
+	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFollowing()
+	g.Go(func() error { return follower.Run(followCtx) })
+	g.Go(func() error { return gs.Serve(grpcLis) })
+	g.Go(func() error {
+		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down", "timeout", s.ShutdownTimeout)
+		hs.Shutdown() // NOT_SERVING first: Envoy stops sending new checks here
+		deadline := time.Now().Add(s.ShutdownTimeout)
+		force := time.AfterFunc(s.ShutdownTimeout, gs.Stop)
+		gs.GracefulStop()
+		force.Stop()
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		defer cancel()
+		if err := web.Shutdown(sctx); err != nil {
+			web.Close()
+		}
+		stopFollowing()
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// bootstrap gives a fresh embedded store an owner key, so that a first
+// `keygate serve` is usable at once. The token goes to stdout, once, and
+// never into a log line.
+func (s *serveCmd) bootstrap(ctx context.Context, d *deps, st store.Store, logger *slog.Logger) error {
+	const org, user = "default", "admin"
+	_, err := st.GetOrganization(ctx, org)
+	switch keygate.ErrorCode(err) {
+	case "":
+		return nil // already bootstrapped, or set up by hand
+	case keygate.CodeNotFound:
+	default:
+		return fmt.Errorf("reading organization %s: %w", org, err)
+	}
+	seq, err := st.LatestEventSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the key-events log: %w", err)
+	}
+	if seq != 0 {
+		return nil // used before: an operator removed "default" on purpose
+	}
+	created, err := manage.New(st, s.Conn.format, time.Now).CreateKey(ctx, manage.NewKey{
+		OrgID: org, UserID: user, Name: "bootstrap owner key", Role: "owner", CreateOrganization: true,
+	}, keygate.Actor{})
+	if err != nil {
+		return fmt.Errorf("creating the bootstrap owner key: %w", err)
+	}
+	logger.Info("created the bootstrap owner key; its token is on stdout, once", "org_id", org, "user_id", user, "key_id", created.Key.ID)
+	fmt.Fprintf(d.stdout, "keygate: created owner key for organization %s (shown once):\n%s\n", org, created.Token.String())
+	return nil
+}
