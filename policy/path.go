@@ -21,6 +21,11 @@ const (
 	errDotSegment     notNormalized = "it contains a . or .. segment"
 	errEncoded        notNormalized = "it contains an encoded . / or \\ (%2e, %2f, %5c)"
 	errBackslash      notNormalized = "it contains \\"
+	// RFC 3986 §6.2.2.2: a normalized URI never encodes an unreserved
+	// character. /v1/project%73/p2 would match no project pattern here
+	// while an upstream that decodes it sees /v1/projects/p2.
+	errEncodedUnreserved notNormalized = "it percent-encodes a character that needs no encoding"
+	errBadEscape         notNormalized = "it contains a malformed percent escape"
 )
 
 // CheckPath reports whether the part of path before the first '?' is
@@ -41,11 +46,15 @@ func CheckPath(path string) error {
 		case '\\':
 			return errBackslash
 		case '%':
-			if i+2 < len(path) {
-				lo := path[i+2] | 0x20 // ASCII lower case for letters
-				if (path[i+1] == '2' && (lo == 'e' || lo == 'f')) || (path[i+1] == '5' && lo == 'c') {
-					return errEncoded
-				}
+			if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
+				return errBadEscape
+			}
+			lo := path[i+2] | 0x20 // ASCII lower case for letters
+			if (path[i+1] == '2' && (lo == 'e' || lo == 'f')) || (path[i+1] == '5' && lo == 'c') {
+				return errEncoded
+			}
+			if unreserved(byte(unhex(path[i+1])<<4 | unhex(path[i+2]))) {
+				return errEncodedUnreserved
 			}
 		case '/':
 			// Look at the segment this slash starts.
@@ -73,4 +82,21 @@ func dots(s string) int {
 		return 0
 	}
 	return n
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// unreserved reports whether c is an RFC 3986 unreserved character.
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }

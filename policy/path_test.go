@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -9,7 +10,7 @@ import (
 func TestCheckPath(t *testing.T) {
 	good := []string{
 		"/", "/v1", "/v1/", "/v1/a.b", "/v1/..a", "/v1/a..", "/v1/.a/", "/v1/...", "/v1/a/...",
-		"/v1/%41", "/v1/%2", "/v1/%", "/v1/%20x", "/v1/%25", "/v1/%3f",
+		"/v1/%20x", "/v1/%25", "/v1/%3f", "/v1/%C3%A9", "/v1/a%2Bb",
 		"/v1/a?x=//", "/v1/a?x=/../", "/v1/a?%2e", `/v1/a?\`, "/v1/a?", "/?",
 		"/v1/a/.well-known",
 	}
@@ -23,6 +24,10 @@ func TestCheckPath(t *testing.T) {
 			"/%2e", "/%2E", "/a%2fb", "/a%2Fb", "/a/%5c", "/a/%5C", "/a/%2e%2e/b", "/a/x%2E", "/%2e?x",
 		},
 		`it contains \`: {`/\`, `/a\b`, `/a/..\`, `/a\?x`},
+		"it percent-encodes a character that needs no encoding": {
+			"/v1/%41", "/v1/project%73/p2", "/v1/%7E", "/v1/%7e", "/v1/%5F", "/v1/%2D", "/v1/%30",
+		},
+		"it contains a malformed percent escape": {"/v1/%", "/v1/%2", "/v1/%zz", "/v1/%g1", "/v1/a%", "/v1/%+1"},
 	}
 	for _, p := range good {
 		if err := CheckPath(p); err != nil {
@@ -68,6 +73,22 @@ func referenceNormalized(path string) bool {
 	lower := strings.ToLower(path)
 	for _, f := range []string{"%2e", "%2f", "%5c", `\`} {
 		if strings.Contains(lower, f) {
+			return false
+		}
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] != '%' {
+			continue
+		}
+		if i+2 >= len(path) {
+			return false
+		}
+		b, err := strconv.ParseUint(path[i+1:i+3], 16, 8)
+		if err != nil || strings.ContainsAny(path[i+1:i+3], "+-") {
+			return false
+		}
+		c := byte(b)
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
 			return false
 		}
 	}
