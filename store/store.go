@@ -36,7 +36,9 @@ type Store interface {
 	// LookupKey returns what the decision needs about the token with hash h,
 	// in one query: keygate.ErrNotFound when no token has that hash. A
 	// revoked key is still returned (its RevokedAt set); the decision
-	// decides.
+	// decides. So is a token rolled away whose grace has passed, with
+	// TokenExpiresAt in the past (until a later roll deletes it): the
+	// decision treats it as unknown. LoadedAt is the store's clock.
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
 
 	// CreateOrganization creates organization id: keygate.ErrConflict if it

@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"context"
 	"time"
 )
@@ -11,3 +13,6 @@ func (s *Store) SetBeforeCommit(f func(ctx context.Context, seq int64)) { s.befo
 
 // Clock exposes the store's clock to tests.
 func (s *Store) Clock() func() time.Time { return s.now }
+
+// Pool exposes the store's pool to tests.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -90,11 +90,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if listenURL == "" {
 		listenURL = cfg.URL
 	}
-	listenCfg, err := pgx.ParseConfig(listenURL)
+	// Parsed as a pool URL too, so that pool_* parameters copied from
+	// --database-url are dropped rather than sent to the server as
+	// runtime parameters (which fails the connection).
+	listenCfg, err := pgxpool.ParseConfig(listenURL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: invalid listen database URL (--listen-database-url): %w", err)
 	}
-	s := &Store{listenCfg: listenCfg, now: cfg.Now, log: cfg.Logger}
+	s := &Store{listenCfg: listenCfg.ConnConfig, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -262,3 +262,54 @@ func BenchmarkLookupKey(b *testing.B) {
 		i++
 	}
 }
+
+// TestOpen_KeepsExecModeFromURL pins that the store leaves pgx's
+// default_query_exec_mode to the URL: with simple_protocol (what PgBouncer
+// in transaction mode needs) lookups and writes create no prepared
+// statement on the server; by default pgx prepares and caches them.
+func TestOpen_KeepsExecModeFromURL(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	for _, tc := range []struct {
+		params   string
+		prepared bool
+	}{
+		{"&pool_max_conns=1&default_query_exec_mode=simple_protocol", false},
+		{"&pool_max_conns=1", true},
+	} {
+		t.Run(tc.params, func(t *testing.T) {
+			s := open(t, url+tc.params, nil)
+			ctx := t.Context()
+			if err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tok, err := apikey.DefaultFormat().Generate(keygate.Secret, keygate.Live)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, _ := apikey.NewKeyID()
+			if _, err := s.EnsureOrganization(ctx, "acme", keygate.Actor{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreateKey(ctx, store.NewKey{ID: id, OrgID: "acme", UserID: "u", Name: "n",
+				Type: keygate.Secret, Environment: keygate.Live,
+				Token: store.NewToken{Hash: tok.Hash(), Prefix: tok.Prefix(), Last4: tok.Last4()}}, keygate.Actor{}); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if _, err := s.LookupKey(ctx, tok.Hash()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.RecordLastUsed(ctx, []store.LastUse{{KeyID: id, At: time.Now()}}); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if got := n > 0; got != tc.prepared {
+				t.Errorf("%d prepared statements on the pool's connection; want prepared=%t", n, tc.prepared)
+			}
+		})
+	}
+}
