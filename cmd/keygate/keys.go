@@ -109,10 +109,12 @@ type keysCreateCmd struct {
 }
 
 // createFlags names the flag behind each field that manage validates.
-var createFlags = map[string]string{
-	"org_id": "--org", "user_id": "--user", "name": "--name", "role": "--role", "scopes": "--scopes",
-	"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
-	"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata",
+func createFlags() map[string]string {
+	return map[string]string{
+		"org_id": "--org", "user_id": "--user", "name": "--name", "role": "--role", "scopes": "--scopes",
+		"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
+		"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata",
+	}
 }
 
 // Validate checks what manage cannot see: the flag forms.
@@ -149,7 +151,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	}
 	// A bad request is rejected before the store is opened or migrated.
 	if err := manage.ValidateNewKey(nk, now); err != nil {
-		return cliError(err, createFlags)
+		return cliError(err, createFlags())
 	}
 	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
 	if err != nil {
@@ -158,7 +160,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	defer st.Close()
 	created, err := manage.New(st, k.Conn.format, time.Now).CreateKey(d.ctx, nk, keygate.Actor{})
 	if err != nil {
-		return cliError(err, createFlags)
+		return cliError(err, createFlags())
 	}
 	if k.JSON {
 		return writeJSON(d, httpapi.Data[httpapi.CreatedAPIKey]{Data: httpapi.CreatedAPIKey{
