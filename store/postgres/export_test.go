@@ -4,15 +4,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"context"
-	"time"
 )
 
 // SetBeforeCommit installs a hook that runs in every event-logging write
 // after its key event is inserted and before it commits.
 func (s *Store) SetBeforeCommit(f func(ctx context.Context, seq int64)) { s.beforeCommit = f }
-
-// Clock exposes the store's clock to tests.
-func (s *Store) Clock() func() time.Time { return s.now }
 
 // Pool exposes the store's pool to tests.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
