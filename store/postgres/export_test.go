@@ -1,9 +1,9 @@
 package postgres
 
 import (
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"context"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // SetBeforeCommit installs a hook that runs in every event-logging write
