@@ -85,7 +85,14 @@ func (f *fixture) key(mod func(*keygate.KeyRecord)) string {
 
 func (f *fixture) check(method string, headers map[string]string) *authv3.CheckResponse {
 	f.t.Helper()
-	resp, err := f.srv.Check(context.Background(), checkRequest(method, "/v1/things", headers))
+	return f.checkAt(method, "/v1/things", headers, nil)
+}
+
+func (f *fixture) checkAt(method, path string, headers, ext map[string]string) *authv3.CheckResponse {
+	f.t.Helper()
+	req := checkRequest(method, path, headers)
+	req.Attributes.ContextExtensions = ext
+	resp, err := f.srv.Check(context.Background(), req)
 	if err != nil {
 		f.t.Fatalf("Check returned a gRPC error: %v", err)
 	}
@@ -187,7 +194,6 @@ func TestCheck_DeniesWithEveryCode(t *testing.T) {
 	inGrace := f.key(func(r *keygate.KeyRecord) { r.TokenExpiresAt = &future })
 	readOnly := f.key(func(r *keygate.KeyRecord) { r.Key.Scopes = []string{"read"} })
 	publishable := f.key(func(r *keygate.KeyRecord) { r.Key.Type = keygate.Publishable })
-	projects := f.key(func(r *keygate.KeyRecord) { r.Key.ProjectIDs = []string{"p1"} })
 	unknown, _ := f.format.Generate(keygate.Secret, keygate.Live)
 	badSum := active[:len(active)-1] + flip(active[len(active)-1])
 
@@ -218,7 +224,6 @@ func TestCheck_DeniesWithEveryCode(t *testing.T) {
 		{"write without write scope", "POST", map[string]string{"x-api-key": readOnly}, denyWant{403, codes.PermissionDenied, keygate.CodeInsufficientPermissions, "", "", ""}},
 		{"delete without write scope", "DELETE", map[string]string{"x-api-key": readOnly}, denyWant{403, codes.PermissionDenied, keygate.CodeInsufficientPermissions, "", "", ""}},
 		{"publishable key", "GET", map[string]string{"x-api-key": publishable}, denyWant{403, codes.PermissionDenied, keygate.CodeForbidden, "", "", ""}},
-		{"project-restricted key", "GET", map[string]string{"x-api-key": projects}, denyWant{403, codes.PermissionDenied, keygate.CodeForbidden, "", "", ""}},
 		{"request id echoed", "GET", map[string]string{"x-request-id": "abc-123"}, denyWant{401, codes.Unauthenticated, keygate.CodeMissingAPIKey, noToken, "", "abc-123"}},
 	}
 	for _, tt := range tests {
@@ -336,8 +341,6 @@ func TestCheck_AllowMetadata(t *testing.T) {
 }
 
 func TestCheck_ProjectHeaderOnlyForRestrictedKeys(t *testing.T) {
-	// Restricted keys are denied until route policy lands; the prepared
-	// header set is still right for them.
 	rec := &keygate.KeyRecord{Key: keygate.Key{ID: "key_x", ProjectIDs: []string{"a", "b"}, Scopes: []string{"read"}}}
 	p := prepare(rec, newHeaderNames(DefaultHeaderPrefix))
 	var names []string

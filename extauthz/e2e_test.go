@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,6 +22,7 @@ import (
 	"github.com/keygate/keygate/manage"
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
+	"github.com/keygate/keygate/store/sqlite"
 )
 
 // backends are the stores the end-to-end tests run against.
@@ -28,6 +31,18 @@ func backends() map[string]func(t *testing.T) store.Store {
 		"postgres": func(t *testing.T) store.Store {
 			ctx := context.Background()
 			st, err := postgres.Open(ctx, postgres.Config{URL: pgtest.NewDatabase(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(st.Close)
+			if err := st.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+		"sqlite": func(t *testing.T) store.Store {
+			ctx := context.Background()
+			st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,11 +125,16 @@ func (e *e2e) key(nk manage.NewKey) (keygate.Key, string) {
 
 func (e *e2e) check(method string, headers map[string]string) *authv3.CheckResponse {
 	e.t.Helper()
+	return e.checkAt(method, "/v1/things", headers)
+}
+
+func (e *e2e) checkAt(method, path string, headers map[string]string) *authv3.CheckResponse {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := e.client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: method, Path: "/v1/things", Host: "api.example", Headers: headers,
+			Method: method, Path: path, Host: "api.example", Headers: headers,
 		}},
 	}})
 	if err != nil {
@@ -238,12 +258,20 @@ func TestE2E_CheckDecidesFromTheStore(t *testing.T) {
 				{"organization disabled", "GET", map[string]string{"x-api-key": otherOrg}, 403, codes.PermissionDenied, keygate.CodeOrganizationDisabled},
 				{"viewer writes", "POST", map[string]string{"x-api-key": viewer}, 403, codes.PermissionDenied, keygate.CodeInsufficientPermissions},
 				{"publishable", "GET", map[string]string{"x-api-key": publishable}, 403, codes.PermissionDenied, keygate.CodeForbidden},
-				{"project-restricted", "GET", map[string]string{"x-api-key": restricted}, 403, codes.PermissionDenied, keygate.CodeForbidden},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					denied(t, e.check(tt.method, tt.headers), tt.http, tt.grpc, tt.code)
 				})
+			}
+			// Route policy: projects and normalization.
+			restrictedH := map[string]string{"x-api-key": restricted}
+			denied(t, e.checkAt("GET", "/v1/projects/p2/things", restrictedH), 403, codes.PermissionDenied, keygate.CodeForbidden)
+			denied(t, e.checkAt("GET", "/v1/projects/p1/../p2", restrictedH), 400, codes.InvalidArgument, keygate.CodeInvalidRequest)
+			if resp := e.checkAt("GET", "/v1/projects/p1/things", restrictedH); resp.GetOkResponse() == nil {
+				t.Errorf("restricted key denied on its own project: %s", resp.GetDeniedResponse().GetBody())
+			} else if got := headerValue(resp.GetOkResponse().GetHeaders(), "x-keygate-project-ids"); got != "p1" {
+				t.Errorf("x-keygate-project-ids = %q, want p1", got)
 			}
 
 			// Expiry is the decision's clock against expires_at.
@@ -300,6 +328,15 @@ func TestE2E_StoreGoneIsServiceUnavailableNeverAllow(t *testing.T) {
 			}
 		})
 	}
+}
+
+func headerValue(hs []*corev3.HeaderValueOption, name string) string {
+	for _, h := range hs {
+		if h.GetHeader().GetKey() == name {
+			return h.GetHeader().GetValue()
+		}
+	}
+	return ""
 }
 
 // BenchmarkCheckMiss is a Check whose lookup goes to PostgreSQL every time:

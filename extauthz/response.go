@@ -16,6 +16,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // headerNames are the names of the identity headers for one prefix.
@@ -160,14 +161,29 @@ func (s *Server) allow(rec *keygate.KeyRecord, r *request, from uint8, now time.
 		meta[k] = v
 	}
 	meta["cache_age_ms"] = structpb.NewNumberValue(float64(age))
+	okr := &authv3.OkHttpResponse{Headers: p.headers, HeadersToRemove: remove}
+	if r.limit.Limit > 0 {
+		okr.ResponseHeadersToAdd = rateLimitHeaders(r.limit, nil)
+	}
 	return &authv3.CheckResponse{
-		Status: okStatus,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         p.headers,
-			HeadersToRemove: remove,
-		}},
+		Status:          okStatus,
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: okr},
 		DynamicMetadata: &structpb.Struct{Fields: meta},
 	}
+}
+
+// rateLimitHeaders appends the ratelimit-* headers of res to hs, and
+// retry-after when res denied.
+func rateLimitHeaders(res ratelimit.Result, hs []*corev3.HeaderValueOption) []*corev3.HeaderValueOption {
+	limit, remaining, reset, retry := res.Headers()
+	hs = append(hs,
+		header("ratelimit-limit", limit),
+		header("ratelimit-remaining", remaining),
+		header("ratelimit-reset", reset))
+	if retry != "" {
+		hs = append(hs, header("retry-after", retry))
+	}
+	return hs
 }
 
 // removePrefixed adds to remove every client-sent header with the identity
@@ -270,11 +286,19 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 		id, _ = apikey.NewRequestID()
 	}
 	idJSON, _ := json.Marshal(id)
+	headers := d.headers
+	switch code {
+	case keygate.CodeRateLimited:
+		headers = rateLimitHeaders(r.limit, append([]*corev3.HeaderValueOption(nil), d.headers...))
+	case keygate.CodeTooManyFailedAttempts:
+		headers = append(append([]*corev3.HeaderValueOption(nil), d.headers...),
+			header("retry-after", ratelimit.FormatRetryAfter(r.retryAfter)))
+	}
 	return &authv3.CheckResponse{
 		Status: d.status,
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  d.http,
-			Headers: d.headers,
+			Headers: headers,
 			Body:    d.body + string(idJSON) + "}}",
 		}},
 	}

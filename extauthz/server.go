@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -20,11 +21,18 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/policy"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // Lookup is the one query the decision needs (the cache, or the store).
 type Lookup interface {
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+}
+
+// UsageRecorder notes allowed uses of keys (lastused.Tracker).
+type UsageRecorder interface {
+	Record(keyID string, at time.Time)
 }
 
 // Config configures the decision.
@@ -33,9 +41,25 @@ type Config struct {
 	HeaderPrefix     string // --header-prefix, default "x-keygate-"
 	StripCredentials bool   // --strip-credentials, default true
 	DocsURL          string // base of docs_url in deny bodies: <DocsURL>#<code>
-	Now              func() time.Time
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// Policy returns the route policy in force (the --policy file, as last
+	// reloaded). Nil means the default policy.
+	Policy func() *policy.Policy
+	// Limiter enforces per-key rate limits; nil means none.
+	Limiter *ratelimit.Limiter
+	// DefaultRateLimit (--rate-limit) applies to keys whose
+	// rate_limit_per_minute is null; 0 means unlimited.
+	DefaultRateLimit int
+	// Throttle counts failed authentications per client address; nil
+	// means off.
+	Throttle *ratelimit.Throttle
+	// ClientIPHeader (--client-ip-header) names the header holding the
+	// client address when Envoy sits behind a load balancer.
+	ClientIPHeader string
+	// Usage records every allowed use, for last_used_at; nil means none.
+	Usage      UsageRecorder
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // DefaultHeaderPrefix is the default of --header-prefix.
@@ -47,6 +71,12 @@ func (c *Config) Validate() error {
 		strings.ContainsAny(c.HeaderPrefix, " \t\r\n:") {
 		return fmt.Errorf("--header-prefix %q must be lower-case, without spaces or colons, and end in '-'", c.HeaderPrefix)
 	}
+	if c.DefaultRateLimit < 0 {
+		return fmt.Errorf("--rate-limit %d must be 0 (unlimited) or more", c.DefaultRateLimit)
+	}
+	if c.ClientIPHeader != "" && (c.ClientIPHeader != strings.ToLower(c.ClientIPHeader) || strings.ContainsAny(c.ClientIPHeader, " \t\r\n:")) {
+		return fmt.Errorf("--client-ip-header %q must be a lower-case header name", c.ClientIPHeader)
+	}
 	return nil
 }
 
@@ -54,13 +84,15 @@ func (c *Config) Validate() error {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	lookup Lookup
-	cfg    Config
-	now    func() time.Time
-	log    *slog.Logger
-	names  headerNames
-	denies map[keygate.Code]*denial
-	m      *metrics
+	lookup  Lookup
+	cfg     Config
+	now     func() time.Time
+	log     *slog.Logger
+	names   headerNames
+	denies  map[keygate.Code]*denial
+	m       *metrics
+	defPol  *policy.Policy
+	clientH string
 }
 
 // New returns a Server deciding from lookup.
@@ -85,12 +117,14 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		lookup: lookup,
-		cfg:    cfg,
-		now:    cfg.Now,
-		log:    cfg.Logger,
-		names:  newHeaderNames(cfg.HeaderPrefix),
-		m:      m,
+		lookup:  lookup,
+		cfg:     cfg,
+		now:     cfg.Now,
+		log:     cfg.Logger,
+		names:   newHeaderNames(cfg.HeaderPrefix),
+		m:       m,
+		defPol:  policy.Default(),
+		clientH: cfg.ClientIPHeader,
 	}
 	s.denies = newDenials(cfg.DocsURL)
 	return s, nil
@@ -112,11 +146,15 @@ type request struct {
 	path      string
 	requestID string
 	creds     credentials
+	clientIP  string // the --client-ip-header value
 	// prefixed counts client-sent headers with the identity prefix, which
 	// an allow removes (except those it sets).
 	prefixed  int
 	firstPref string
 	http      *authv3.AttributeContext_HttpRequest
+	// retryAfter and limit are set by the steps that deny with them.
+	retryAfter time.Duration
+	limit      ratelimit.Result
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check. It never
@@ -129,7 +167,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 }
 
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, keygate.Code) {
-	http := req.GetAttributes().GetRequest().GetHttp()
+	attrs := req.GetAttributes()
+	http := attrs.GetRequest().GetHttp()
 	r := request{http: http, method: http.GetMethod(), path: http.GetPath()}
 	visitHeaders(http, func(name, value string) {
 		r.creds.add(name, value)
@@ -139,44 +178,84 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 				r.firstPref = name
 			}
 		}
-		if r.requestID == "" && strings.EqualFold(name, "x-request-id") {
+		switch {
+		case r.requestID == "" && strings.EqualFold(name, "x-request-id"):
 			r.requestID = value
+		case s.clientH != "" && r.clientIP == "" && strings.EqualFold(name, s.clientH):
+			r.clientIP = value
 		}
 	})
 	if r.requestID == "" {
 		r.requestID = http.GetId()
 	}
+	source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
+	addr, _ := ratelimit.ClientAddr(source, s.clientH, r.clientIP)
 
-	raw, from, code := r.creds.token()
+	rec, from, code := s.authenticate(ctx, &r.creds, addr, &r.retryAfter)
 	if code != "" {
 		return s.deny(&r, code), code
 	}
-	tok, err := s.cfg.Format.Parse(raw)
-	if err != nil {
-		// Malformed or a wrong checksum: denied before cache or store.
-		return s.deny(&r, keygate.CodeInvalidAPIKey), keygate.CodeInvalidAPIKey
-	}
-	rec, err := s.lookup.LookupKey(ctx, tok.Hash())
-	switch {
-	case errors.Is(err, keygate.ErrNotFound):
-		return s.deny(&r, keygate.CodeInvalidAPIKey), keygate.CodeInvalidAPIKey
-	case err != nil:
-		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
-		return s.deny(&r, keygate.CodeServiceUnavailable), keygate.CodeServiceUnavailable
-	}
 	now := s.now()
-	if code := decide(rec, &r, now); code != "" {
+	if code := s.authorize(rec, &r, attrs.GetContextExtensions(), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("denied", "code", code, "key_id", rec.Key.ID, "key_prefix", tok.Prefix())
+			s.log.Debug("denied", "code", code, "key_id", rec.Key.ID, "key_prefix", rec.Key.Prefix)
 		}
 		return s.deny(&r, code), code
+	}
+	if s.cfg.Usage != nil {
+		s.cfg.Usage.Record(rec.Key.ID, now)
 	}
 	return s.allow(rec, &r, from, now), ""
 }
 
-// decide runs the steps after the lookup, in SPEC order: key status,
-// organization, route policy. It returns "" to allow.
-func decide(rec *keygate.KeyRecord, r *request, now time.Time) keygate.Code {
+// authenticate runs the steps every transport shares, in SPEC order: the
+// failed-authentication throttle of the client address, credential
+// extraction, format and checksum, lookup by hash, key status and
+// organization. It returns the key's record, or the code that denies the
+// request (and, for a throttled address, how long until it may retry).
+func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
+	if s.cfg.Throttle != nil && addr.IsValid() {
+		if d, blocked := s.cfg.Throttle.Blocked(addr); blocked {
+			*retryAfter = d
+			return nil, 0, keygate.CodeTooManyFailedAttempts
+		}
+	}
+	rec, from, code := s.identify(ctx, c)
+	switch code {
+	case keygate.CodeInvalidAPIKey, keygate.CodeInvalidAuthorizationFormat, keygate.CodeConflictingCredentials:
+		if s.cfg.Throttle != nil && addr.IsValid() {
+			s.cfg.Throttle.Failed(addr)
+		}
+	}
+	return rec, from, code
+}
+
+func (s *Server) identify(ctx context.Context, c *credentials) (*keygate.KeyRecord, uint8, keygate.Code) {
+	raw, from, code := c.token()
+	if code != "" {
+		return nil, 0, code
+	}
+	tok, err := s.cfg.Format.Parse(raw)
+	if err != nil {
+		// Malformed or a wrong checksum: denied before cache or store.
+		return nil, 0, keygate.CodeInvalidAPIKey
+	}
+	rec, err := s.lookup.LookupKey(ctx, tok.Hash())
+	switch {
+	case errors.Is(err, keygate.ErrNotFound):
+		return nil, 0, keygate.CodeInvalidAPIKey
+	case err != nil:
+		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
+		return nil, 0, keygate.CodeServiceUnavailable
+	}
+	if code := keyState(rec, s.now()); code != "" {
+		return rec, 0, code
+	}
+	return rec, from, ""
+}
+
+// keyState is the key-status and organization steps.
+func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 	k := &rec.Key
 	if rec.TokenExpiresAt != nil && !now.Before(*rec.TokenExpiresAt) {
 		return keygate.CodeInvalidAPIKey // a rolled-away token past its grace
@@ -192,23 +271,68 @@ func decide(rec *keygate.KeyRecord, r *request, now time.Time) keygate.Code {
 	if rec.OrgDisabled {
 		return keygate.CodeOrganizationDisabled
 	}
-	if !k.HasScope(requiredScope(r.method)) {
+	return ""
+}
+
+// authorize runs the steps after authentication, in SPEC order: path
+// normalization, route policy (required scope, project, key type) and the
+// key's rate limit. It returns "" to allow.
+func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]string, now time.Time) keygate.Code {
+	if policy.CheckPath(r.path) != nil {
+		return keygate.CodeInvalidRequest
+	}
+	pol := s.defPol
+	if s.cfg.Policy != nil {
+		if p := s.cfg.Policy(); p != nil {
+			pol = p
+		}
+	}
+	route, err := pol.Resolve(r.method, r.path, ext)
+	if err != nil {
+		// The route's context_extensions are wrong: an operator error,
+		// denied rather than guessed at.
+		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.path), "err", err)
+		return keygate.CodeForbidden
+	}
+	k := &rec.Key
+	if !k.HasScope(route.Scope) {
 		return keygate.CodeInsufficientPermissions
 	}
-	// Until route policy can mark routes publishable and map paths to
-	// projects, such keys are denied everywhere: fail closed.
-	if k.Type == keygate.Publishable || len(k.ProjectIDs) > 0 {
+	if len(k.ProjectIDs) > 0 && route.HasProject && !contains(k.ProjectIDs, route.Project) {
 		return keygate.CodeForbidden
+	}
+	if k.Type == keygate.Publishable && !route.Publishable {
+		return keygate.CodeForbidden
+	}
+	if s.cfg.Limiter != nil {
+		limit := s.cfg.DefaultRateLimit
+		if k.RateLimitPerMinute != nil {
+			limit = *k.RateLimitPerMinute
+		}
+		if limit > 0 {
+			r.limit = s.cfg.Limiter.Allow(k.ID, limit)
+			if !r.limit.Allowed {
+				r.retryAfter = r.limit.RetryAfter
+				return keygate.CodeRateLimited
+			}
+		}
 	}
 	return ""
 }
 
-// requiredScope is the default route policy: reads need read, everything
-// else write.
-func requiredScope(method string) string {
-	switch method {
-	case "GET", "HEAD", "OPTIONS":
-		return "read"
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
 	}
-	return "write"
+	return false
+}
+
+// pathOnly drops the query string, which may hold secrets, from a logged path.
+func pathOnly(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
 }
