@@ -158,9 +158,13 @@ func (t *Throttle) blocked(addr netip.Addr, now time.Time) (time.Duration, bool)
 	t.blocks.Inc()
 	// The oldest slots leave the window first; blocked ends when enough of
 	// them have left to bring the count under the limit.
-	for sl := max(int64(w.head)-int64(slots)+1, c-int64(slots)+1); sl <= int64(w.head); sl++ {
-		if left -= int(w.n[ring(sl)]); left < t.limit {
+	sl := max(int64(w.head), c) - int64(slots) + 1
+	for r := ring(sl); sl <= int64(w.head); sl++ {
+		if left -= int(w.n[r]); left < t.limit {
 			return time.Duration((sl+int64(slots))*slotLen - at), true
+		}
+		if r++; r == slots {
+			r = 0
 		}
 	}
 	return time.Duration(slotLen), true // unreachable: left reaches 0 < limit
@@ -266,13 +270,14 @@ func ring(slot int64) int {
 
 // count returns the failures within the window of slot c: slots c-12..c.
 func (w *window) count(c int64) int {
+	// The slots still in the window, counted back from head.
+	live := min(int64(w.head)-(c-int64(slots)), int64(slots))
 	n := 0
-	for i := range int64(slots) {
-		sl := int64(w.head) - i
-		if sl <= c-int64(slots) {
-			break
+	for r := ring(int64(w.head)); live > 0; live-- {
+		n += int(w.n[r])
+		if r--; r < 0 {
+			r = slots - 1
 		}
-		n += int(w.n[ring(sl)])
 	}
 	return n
 }
@@ -287,12 +292,15 @@ func (w *window) add(c int64) {
 	case c-head >= int64(slots):
 		w.n = [slots]uint16{}
 	default:
-		for sl := head + 1; sl <= c; sl++ {
-			w.n[ring(sl)] = 0
+		for r := ring(head); head < c; head++ {
+			if r++; r == slots {
+				r = 0
+			}
+			w.n[r] = 0
 		}
 	}
 	w.head = int32(c)
-	if w.n[ring(c)] < maxFailedAuthLimit {
-		w.n[ring(c)]++
+	if r := ring(c); w.n[r] < maxFailedAuthLimit {
+		w.n[r]++
 	}
 }
