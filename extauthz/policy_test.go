@@ -1,6 +1,8 @@
 package extauthz
 
 import (
+	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
@@ -262,5 +264,45 @@ func TestCheck_UsageRecordedOnAllowOnly(t *testing.T) {
 	f.check("POST", map[string]string{"x-api-key": ro}) // denied
 	if diff := cmp.Diff([]string{"key_0123456789abcdefghij"}, u.ids); diff != "" {
 		t.Errorf("recorded uses (-want +got):\n%s", diff)
+	}
+}
+
+func TestAuthenticate_SameStepsAsCheck(t *testing.T) {
+	clock := &manualClock{t: testNow}
+	th, err := ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: 2, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Config{Throttle: th})
+	good := f.key(nil)
+	past := testNow.Add(-time.Minute)
+	inactive := f.key(func(r *keygate.KeyRecord) { r.Key.DisabledAt = &past })
+	addr := netip.MustParseAddr("192.0.2.9")
+	tests := []struct {
+		name   string
+		header http.Header
+		want   keygate.Code
+	}{
+		{"bearer", http.Header{"Authorization": {"Bearer " + good}}, ""},
+		{"x-api-key", http.Header{"X-Api-Key": {good}}, ""},
+		{"inactive", http.Header{"X-Api-Key": {inactive}}, keygate.CodeAPIKeyInactive},
+		{"missing", http.Header{}, keygate.CodeMissingAPIKey},
+		{"two x-api-key values", http.Header{"X-Api-Key": {good, good}}, keygate.CodeConflictingCredentials},
+		{"basic", http.Header{"Authorization": {"Basic eDp5"}}, keygate.CodeInvalidAuthorizationFormat},
+		{"throttled after two failures", http.Header{"X-Api-Key": {good}}, keygate.CodeTooManyFailedAttempts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := f.srv.Authenticate(t.Context(), tt.header, addr)
+			if a.Code != tt.want {
+				t.Fatalf("Authenticate = %q, want %q", a.Code, tt.want)
+			}
+			if tt.want == "" && a.Record.Key.ID != "key_0123456789abcdefghij" {
+				t.Errorf("record = %+v", a.Record)
+			}
+			if tt.want == keygate.CodeTooManyFailedAttempts && a.RetryAfter <= 0 {
+				t.Errorf("RetryAfter = %v, want > 0", a.RetryAfter)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
@@ -335,4 +336,43 @@ func pathOnly(p string) string {
 		return p[:i]
 	}
 	return p
+}
+
+// Authentication is the outcome of Authenticate.
+type Authentication struct {
+	// Record is the caller's key when Code is empty. For api_key_inactive,
+	// api_key_expired and organization_disabled it is set too.
+	Record *keygate.KeyRecord
+	// Code is the code that denies the request, or empty.
+	Code keygate.Code
+	// RetryAfter is set with too_many_failed_attempts.
+	RetryAfter time.Duration
+}
+
+// Authenticate authenticates a request of another transport (the
+// management API) with exactly the steps of Check: the failed-auth
+// throttle of addr, credential extraction from authorization and
+// x-api-key, format and checksum, lookup, key status and organization. An
+// invalid addr is not throttled.
+func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Addr) Authentication {
+	var c credentials
+	for _, name := range []string{"X-Api-Key", "Authorization"} {
+		for _, v := range h.Values(name) {
+			c.add(name, v)
+		}
+	}
+	var a Authentication
+	a.Record, _, a.Code = s.authenticate(ctx, &c, addr, &a.RetryAfter)
+	return a
+}
+
+// ClientAddr is the address whose failed authentications an HTTP request
+// counts: --client-ip-header when set and present, else the peer address.
+func (s *Server) ClientAddr(r *http.Request) netip.Addr {
+	var hv string
+	if s.clientH != "" {
+		hv = r.Header.Get(s.clientH)
+	}
+	a, _ := ratelimit.ClientAddr(r.RemoteAddr, s.clientH, hv)
+	return a
 }

@@ -26,6 +26,11 @@ type Pinger interface {
 type Config struct {
 	// Store is pinged by /readyz.
 	Store Pinger
+	// Sync, if set, reports how current the cache is: /readyz stays ready
+	// while the store is unreachable as long as the cache is within
+	// --max-staleness, so a database blip does not pull every replica out
+	// of the load balancer at once.
+	Sync func() SyncState
 	// Gatherer is what /metrics exposes: the registry serve built, so
 	// tests and several servers in one process never share globals.
 	Gatherer prometheus.Gatherer
@@ -75,6 +80,23 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 type Readiness struct {
 	Status string     `json:"status"` // "ready" or "unavailable"
 	Store  StoreState `json:"store"`
+	Sync   *SyncState `json:"sync,omitempty"`
+}
+
+// SyncState is how current the cache is with the key-events log.
+type SyncState struct {
+	// Notifications is "listen" (PostgreSQL LISTEN/NOTIFY, with polling as
+	// a backstop) or "poll" (the embedded store).
+	Notifications string `json:"notifications"`
+	// Connected is whether the LISTEN connection is up (always false when
+	// polling).
+	Connected bool `json:"connected"`
+	// SecondsSinceSync is how long ago the events log was last read to
+	// its end.
+	SecondsSinceSync    float64 `json:"seconds_since_sync"`
+	MaxStalenessSeconds float64 `json:"max_staleness_seconds"`
+	// Stale is true past --max-staleness: the cache is not used.
+	Stale bool `json:"stale"`
 }
 
 // StoreState is the store part of Readiness.
@@ -90,12 +112,18 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	err := h.cfg.Store.Ping(ctx)
 	body := Readiness{Status: "ready", Store: StoreState{Reachable: err == nil, LatencyMS: time.Since(start).Milliseconds()}}
+	if h.cfg.Sync != nil {
+		s := h.cfg.Sync()
+		body.Sync = &s
+	}
 	status := http.StatusOK
 	if err != nil {
 		// The cause goes to the log, not the body: it may name hosts.
 		h.cfg.Logger.Warn("readiness: store ping failed", "err", err)
-		body.Status = "unavailable"
-		status = http.StatusServiceUnavailable
+		if body.Sync == nil || body.Sync.Stale {
+			body.Status = "unavailable"
+			status = http.StatusServiceUnavailable
+		}
 	}
 	writeJSON(w, status, body)
 }

@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -24,8 +27,12 @@ import (
 	"github.com/keygate/keygate/cache"
 	"github.com/keygate/keygate/extauthz"
 	"github.com/keygate/keygate/httpapi"
+	"github.com/keygate/keygate/lastused"
 	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/policy"
+	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/postgres"
 )
 
 // serveCmd is `keygate serve`. Every flag also reads its KEYGATE_*
@@ -42,6 +49,17 @@ type serveCmd struct {
 	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
 	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
 	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after SIGTERM before connections are cut."`
+
+	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself; two missed heartbeats reconnect it."`
+	MaxStaleness      time.Duration `name:"max-staleness" env:"KEYGATE_MAX_STALENESS" default:"30s" help:"Serve cached keys for at most this long since the events log was last read; then ask the store, or deny with 503."`
+	LastUsedFlush     time.Duration `name:"last-used-flush" env:"KEYGATE_LAST_USED_FLUSH" default:"10s" help:"Write last_used_at behind, at most once per key per interval."`
+	EventsRetention   time.Duration `name:"events-retention" env:"KEYGATE_EVENTS_RETENTION" default:"168h" help:"Prune key events older than this (a replica further behind drops its cache)."`
+	PruneInterval     time.Duration `name:"prune-interval" env:"KEYGATE_PRUNE_INTERVAL" default:"1h" help:"How often old key events are pruned."`
+
+	Policy          string `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
+	RateLimit       int    `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
+	FailedAuthLimit int    `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
+	ClientIPHeader  string `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
 }
 
 // Validate checks the serve flags, naming the flag at fault.
@@ -64,9 +82,20 @@ func (s *serveCmd) Validate() error {
 	}{
 		{"--cache-ttl", s.CacheTTL}, {"--negative-cache-ttl", s.NegativeCacheTTL},
 		{"--poll-interval", s.PollInterval}, {"--shutdown-timeout", s.ShutdownTimeout},
+		{"--heartbeat-interval", s.HeartbeatInterval}, {"--max-staleness", s.MaxStaleness},
+		{"--last-used-flush", s.LastUsedFlush}, {"--events-retention", s.EventsRetention},
+		{"--prune-interval", s.PruneInterval},
 	} {
 		if d.d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
+		}
+	}
+	if s.FailedAuthLimit < 0 {
+		return fmt.Errorf("--failed-auth-limit %d must be 0 (off) or more", s.FailedAuthLimit)
+	}
+	if s.Policy != "" {
+		if _, err := policy.Load(s.Policy); err != nil {
+			return fmt.Errorf("--policy: %v", err)
 		}
 	}
 	if u, err := url.Parse(s.DocsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
@@ -94,6 +123,8 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		HeaderPrefix:     s.HeaderPrefix,
 		StripCredentials: s.StripCredentials,
 		DocsURL:          s.DocsURL,
+		DefaultRateLimit: s.RateLimit,
+		ClientIPHeader:   s.ClientIPHeader,
 		Now:              time.Now,
 	}
 }
@@ -120,7 +151,8 @@ func (s *serveCmd) Run(d *deps) error {
 	azCfg.Logger, azCfg.Registerer = logger, reg
 	keys, err := cache.New(st, cache.Config{
 		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
-		Prepare: azCfg.Prepare, Now: time.Now, Registerer: reg, Logger: logger,
+		MaxStaleness: s.MaxStaleness,
+		Prepare:      azCfg.Prepare, Now: time.Now, Registerer: reg, Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the key cache: %w", err)
@@ -134,6 +166,58 @@ func (s *serveCmd) Run(d *deps) error {
 	// load and the follower's start can be missed.
 	if err := follower.Start(ctx); err != nil {
 		return fmt.Errorf("reading the key-events log: %w", err)
+	}
+	var listener *postgres.Listener
+	if pg, ok := st.(*postgres.Store); ok {
+		reconnect := false
+		listener, err = postgres.NewListener(postgres.ListenerConfig{
+			Connect:   pg.ListenConn,
+			Heartbeat: s.HeartbeatInterval,
+			OnConnect: func() {
+				// LISTEN is up: read what was committed before it, and
+				// after a reconnect everything missed while down.
+				if reconnect {
+					follower.Replay()
+				} else {
+					follower.Wake()
+				}
+				reconnect = true
+			},
+			OnNotify:   func(string) { follower.Wake() },
+			Logger:     logger,
+			Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	usage, err := lastused.New(st, lastused.Config{Interval: s.LastUsedFlush, Logger: logger, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("--last-used-flush: %w", err)
+	}
+	azCfg.Usage = usage
+	limiter, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{Registerer: reg})
+	if err != nil {
+		return err
+	}
+	azCfg.Limiter = limiter
+	var throttle *ratelimit.Throttle
+	if s.FailedAuthLimit > 0 {
+		if throttle, err = ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: s.FailedAuthLimit, Registerer: reg}); err != nil {
+			return err
+		}
+		azCfg.Throttle = throttle
+	}
+	var watcher *policy.Watcher
+	if s.Policy != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		watcher, err = policy.NewWatcher(s.Policy, policy.WatcherConfig{Logger: logger, Registerer: reg, Signals: hup})
+		if err != nil {
+			return fmt.Errorf("--policy: %w", err)
+		}
+		azCfg.Policy = watcher.Policy
 	}
 	authz, err := extauthz.New(keys, azCfg)
 	if err != nil {
@@ -159,7 +243,14 @@ func (s *serveCmd) Run(d *deps) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	web := &http.Server{
-		Handler:           httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger}),
+		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger, Sync: func() httpapi.SyncState {
+			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
+				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
+			if listener != nil {
+				state.Notifications, state.Connected = "listen", listener.Connected()
+			}
+			return state
+		}}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slogErrorLog(logger),
 	}
@@ -171,6 +262,19 @@ func (s *serveCmd) Run(d *deps) error {
 	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFollowing()
 	g.Go(func() error { return follower.Run(followCtx) })
+	// last_used_at is flushed once more after the servers drained.
+	g.Go(func() error { return usage.Run(followCtx) })
+	if listener != nil {
+		g.Go(func() error { return listener.Run(gctx) })
+	}
+	if watcher != nil {
+		g.Go(func() error { return watcher.Run(gctx) })
+	}
+	g.Go(func() error { return limiter.Run(gctx) })
+	if throttle != nil {
+		g.Go(func() error { return throttle.Run(gctx) })
+	}
+	g.Go(func() error { return s.prune(gctx, st, logger) })
 	g.Go(func() error { return gs.Serve(grpcLis) })
 	g.Go(func() error {
 		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
@@ -199,6 +303,28 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// prune deletes key events older than --events-retention every
+// --prune-interval. A replica whose position falls before the pruned part
+// drops its whole cache and carries on (cache.Follower).
+func (s *serveCmd) prune(ctx context.Context, st store.Store, logger *slog.Logger) error {
+	t := time.NewTicker(s.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := st.PruneEvents(ctx, time.Now().Add(-s.EventsRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("pruning key events failed", "err", err)
+		case n > 0:
+			logger.Info("pruned key events", "deleted", n, "older_than", s.EventsRetention)
+		}
+	}
 }
 
 // bootstrap gives a fresh embedded store an owner key, so that a first

@@ -321,13 +321,15 @@ func TestServe_HTTPEndpoints(t *testing.T) {
 
 // TestServe_StoreGoneIsServiceUnavailable drops the PostgreSQL database
 // under a running serve: a key that is not cached must be denied with
-// service_unavailable, never allowed, and /readyz must say so.
+// service_unavailable, never allowed; /readyz stays ready while the cache
+// is within --max-staleness (a blip must not pull every replica out of the
+// load balancer) and says unavailable after it.
 func TestServe_StoreGoneIsServiceUnavailable(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	e := env{"KEYGATE_DATABASE_URL": dbURL}
 	first := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "first")
 	second := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "second")
-	s := serve(t, e)
+	s := serve(t, e, "--max-staleness", "1s")
 	if r := check(t, s, first); r.code != 0 {
 		t.Fatalf("check: exit %d %s", r.code, r.stdout)
 	}
@@ -355,12 +357,23 @@ func TestServe_StoreGoneIsServiceUnavailable(t *testing.T) {
 			t.Errorf("check with the store gone: exit %d, want 1 and a 503\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	}
-	resp, err := http.Get("http://" + s.httpAddr + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	readyz := func() int {
+		resp, err := http.Get("http://" + s.httpAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with the store gone = %d, want 503", resp.StatusCode)
+	// Past max staleness the cached key is no longer served either.
+	deadline := time.Now().Add(5 * time.Second)
+	for readyz() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready 5 s after the store went away with --max-staleness 1s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := check(t, s, first); r.code != 1 || !strings.Contains(r.stdout, "denied 503 service_unavailable") {
+		t.Errorf("cached key past max staleness with the store gone: exit %d, want a 503\n%s", r.code, r.stdout)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,7 @@ type ListenerConfig struct {
 type Listener struct {
 	cfg ListenerConfig
 	id  string // in heartbeat payloads, so each listener hears its own
+	up  atomic.Bool
 
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
@@ -110,6 +112,9 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 	return l, nil
 }
 
+// Connected reports whether the LISTEN connection is up.
+func (l *Listener) Connected() bool { return l.up.Load() }
+
 // errHeartbeatLost ends a connection whose heartbeats stopped returning.
 var errHeartbeatLost = errors.New("two heartbeats did not come back")
 
@@ -123,6 +128,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		began := time.Now()
 		err := l.listen(ctx)
 		l.connected.Set(0)
+		l.up.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -158,6 +164,7 @@ func (l *Listener) listen(ctx context.Context) error {
 		return fmt.Errorf("LISTEN: %w", err)
 	}
 	l.connected.Set(1)
+	l.up.Store(true)
 	l.cfg.Logger.Info("event listener connected", "channel", NotifyChannel)
 	// LISTEN is in place before the backlog is read, so nothing committed
 	// from here on can fall into a gap between the two.
