@@ -183,9 +183,13 @@ func (s *serveCmd) Run(d *deps) error {
 				}
 				reconnect = true
 			},
-			OnNotify:   func(string) { follower.Wake() },
-			Logger:     logger,
-			Registerer: reg,
+			OnNotify: func(string) { follower.Wake() },
+			// A heartbeat that came back proves the connection delivers;
+			// reading the log then confirms the cache is in sync even
+			// when nothing changes (and --poll-interval is long).
+			OnHeartbeat: func(time.Time) { follower.Wake() },
+			Logger:      logger,
+			Registerer:  reg,
 		})
 		if err != nil {
 			return err

@@ -49,6 +49,13 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// RefuseNew refuses new connections until Restore, leaving open ones be.
+func (p *Proxy) RefuseNew() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+}
+
 // Blackhole stops forwarding bytes on every connection, old and new,
 // without closing any, until Restore.
 func (p *Proxy) Blackhole() {

@@ -48,6 +48,8 @@ type Listener struct {
 	cfg ListenerConfig
 	id  string // in heartbeat payloads, so each listener hears its own
 	up  atomic.Bool
+	// everUp is set after the first LISTEN; only Run's goroutine uses it.
+	everUp bool
 
 	connected  prometheus.Gauge
 	reconnects prometheus.Counter
@@ -95,11 +97,11 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keygate_listener_reconnects_total",
-			Help: "Times the LISTEN connection was re-established after a failure.",
+			Help: "Times the LISTEN connection was re-established after it had been up.",
 		}),
 		missed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keygate_listener_heartbeat_timeouts_total",
-			Help: "LISTEN connections dropped because two heartbeats did not come back.",
+			Help: "LISTEN connections dropped because a heartbeat could not be sent or two did not come back.",
 		}),
 	}
 	if cfg.Registerer != nil {
@@ -121,10 +123,7 @@ var errHeartbeatLost = errors.New("two heartbeats did not come back")
 // Run listens until ctx ends, reconnecting as needed; it returns nil then.
 func (l *Listener) Run(ctx context.Context) error {
 	backoff := l.cfg.MinBackoff
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			l.reconnects.Inc()
-		}
+	for {
 		began := time.Now()
 		err := l.listen(ctx)
 		l.connected.Set(0)
@@ -165,6 +164,10 @@ func (l *Listener) listen(ctx context.Context) error {
 	}
 	l.connected.Set(1)
 	l.up.Store(true)
+	if l.everUp {
+		l.reconnects.Inc()
+	}
+	l.everUp = true
 	l.cfg.Logger.Info("event listener connected", "channel", NotifyChannel)
 	// LISTEN is in place before the backlog is read, so nothing committed
 	// from here on can fall into a gap between the two.
@@ -182,6 +185,9 @@ func (l *Listener) listen(ctx context.Context) error {
 		if !time.Now().Before(nextBeat) {
 			sent := time.Now()
 			if _, err := l.exec(ctx, conn, "SELECT pg_notify($1, $2)", NotifyChannel, l.id); err != nil {
+				if ctx.Err() == nil {
+					l.missed.Inc() // the connection cannot even send one
+				}
 				return fmt.Errorf("heartbeat: %w", err)
 			}
 			pending = append(pending, sent)

@@ -126,10 +126,19 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the pool.
 func (s *Store) Close() { s.pool.Close() }
 
+// ListenerApplicationName is the application_name of the LISTEN
+// connection, unless the listen URL sets one.
+const ListenerApplicationName = "keygate listener"
+
 // ListenConn opens a new direct connection to ListenURL, for a LISTEN on
 // NotifyChannel. The caller closes it.
 func (s *Store) ListenConn(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, s.listenCfg.Copy())
+	cfg := s.listenCfg.Copy()
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		// So operators (and tests) can tell it apart in pg_stat_activity.
+		cfg.RuntimeParams["application_name"] = ListenerApplicationName
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connecting to the listen database URL: %w", err)
 	}
