@@ -26,8 +26,12 @@ type Store interface {
 	EnsureOrganization(ctx context.Context, id string, by keygate.Actor) (keygate.Organization, error)
 	SetOrganizationDisabled(ctx context.Context, id string, disabled bool, by keygate.Actor) (keygate.Organization, error)
 	CreateKey(ctx context.Context, k store.NewKey, by keygate.Actor) (keygate.Key, error)
+	GetKey(ctx context.Context, orgID, id string) (keygate.Key, error)
+	UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error)
 	RevokeKey(ctx context.Context, orgID, id string, by keygate.Actor) (keygate.Key, error)
+	RollKey(ctx context.Context, orgID, id string, t store.NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error)
 	ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, error)
+	ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (store.AuditPage, error)
 }
 
 // Limits of a key's fields. Lists are bounded so a request cannot make
@@ -37,8 +41,11 @@ const (
 	MaxMetadataLen = 4096
 	MaxScopes      = 100
 	MaxProjects    = 100
-	maxIDLen       = 128
-	listPageSize   = 200
+	// MaxRateLimit is the largest rate_limit_per_minute the stores keep
+	// (a 32-bit integer column).
+	MaxRateLimit = 1<<31 - 1
+	maxIDLen     = 128
+	listPageSize = 200
 )
 
 var (
@@ -53,15 +60,35 @@ type Service struct {
 	store  Store
 	format apikey.Format
 	now    func() time.Time
+	// defaultRate is --rate-limit: the effective limit of a key whose
+	// rate_limit_per_minute is null, which bounds what it may create.
+	defaultRate int
 }
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithDefaultRateLimit tells the Service the server's --rate-limit (0:
+// unlimited), the effective limit of keys whose rate_limit_per_minute is
+// null. Without it the default is 100, the flag's default.
+func WithDefaultRateLimit(perMinute int) Option {
+	return func(s *Service) { s.defaultRate = perMinute }
+}
+
+// DefaultRateLimit is the default of --rate-limit.
+const DefaultRateLimit = 100
 
 // New returns a Service that writes to st and makes tokens of format f.
 // now is the clock that expiry is checked against (time.Now if nil).
-func New(st Store, f apikey.Format, now func() time.Time) *Service {
+func New(st Store, f apikey.Format, now func() time.Time, opts ...Option) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: st, format: f, now: now}
+	s := &Service{store: st, format: f, now: now, defaultRate: DefaultRateLimit}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // NewKey is a key to create, as a transport received it.
@@ -103,6 +130,12 @@ func (s *Service) CreateKey(ctx context.Context, nk NewKey, by keygate.Actor) (C
 			return CreatedKey{}, err
 		}
 	}
+	return s.create(ctx, k, by)
+}
+
+// create stores a normalized key with a new id and token.
+func (s *Service) create(ctx context.Context, k store.NewKey, by keygate.Actor) (CreatedKey, error) {
+	var err error
 	if k.ID, err = apikey.NewKeyID(); err != nil {
 		return CreatedKey{}, err
 	}
@@ -175,8 +208,8 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	if k.ExpiresAt != nil && !k.ExpiresAt.After(now) {
 		return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
 	}
-	if k.RateLimitPerMinute != nil && *k.RateLimitPerMinute < 0 {
-		return k, keygate.ParamErrorf("rate_limit_per_minute", "rate_limit_per_minute must be 0 (unlimited) or more.")
+	if err := validateRate(k.RateLimitPerMinute); err != nil {
+		return k, err
 	}
 	if k.Metadata, err = Metadata(nk.Metadata); err != nil {
 		return k, err
@@ -204,6 +237,13 @@ func scopes(role string, given []string) ([]string, error) {
 		}
 	}
 	return sortedSet(given), nil
+}
+
+func validateRate(r *int) error {
+	if r != nil && (*r < 0 || *r > MaxRateLimit) {
+		return keygate.ParamErrorf("rate_limit_per_minute", "rate_limit_per_minute must be 0 (unlimited) to %d.", MaxRateLimit)
+	}
+	return nil
 }
 
 // DefaultRole is the role of a key created without role or scopes by the

@@ -71,6 +71,24 @@ func (f *fakeStore) RevokeKey(_ context.Context, orgID, id string, _ keygate.Act
 	return keygate.Key{ID: id, OrgID: orgID}, nil
 }
 
+// The rules of the *As operations are tested against the real stores in
+// httpapi; these only satisfy Store.
+func (f *fakeStore) GetKey(context.Context, string, string) (keygate.Key, error) {
+	return keygate.Key{}, keygate.ErrNotFound
+}
+
+func (f *fakeStore) UpdateKey(context.Context, string, string, store.KeyUpdate, keygate.Actor) (keygate.Key, error) {
+	return keygate.Key{}, keygate.ErrNotFound
+}
+
+func (f *fakeStore) RollKey(context.Context, string, string, store.NewToken, time.Duration, keygate.Actor) (keygate.Key, error) {
+	return keygate.Key{}, keygate.ErrNotFound
+}
+
+func (f *fakeStore) ListAuditEvents(context.Context, store.ListAuditEvents) (store.AuditPage, error) {
+	return store.AuditPage{}, nil
+}
+
 func (f *fakeStore) ListKeys(_ context.Context, q store.ListKeys) (store.KeyPage, error) {
 	f.listReqs = append(f.listReqs, q)
 	p := f.pages[0]

@@ -1,0 +1,421 @@
+package manage
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/store"
+)
+
+// Scopes that the management operations require (SPEC §5): reads need
+// read, writes write, the audit trail admin. Admin also widens what a
+// caller sees, from its own user's keys to the whole organization.
+const (
+	ScopeRead  = "read"
+	ScopeWrite = "write"
+	ScopeAdmin = "admin"
+)
+
+// Page sizes of a listing.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// MaxGrace is the longest grace period of a roll: 7 days.
+const MaxGrace = 7 * 24 * time.Hour
+
+// MaxExpiresIn bounds expires_in, so that now+expires_in cannot overflow.
+const MaxExpiresIn = 100 * 365 * 24 * time.Hour
+
+// Caller is the key that an API call authenticated with, and the call's
+// request id for the audit trail. Every operation *As acts in the caller's
+// organization only and never gives a key more than the caller has.
+type Caller struct {
+	Key       keygate.Key
+	RequestID string
+}
+
+func (c *Caller) actor() keygate.Actor {
+	return keygate.Actor{KeyID: c.Key.ID, RequestID: c.RequestID}
+}
+
+func (c *Caller) admin() bool { return c.Key.HasScope(ScopeAdmin) }
+
+func (c *Caller) require(scope string) error {
+	if !c.Key.HasScope(scope) {
+		return keygate.Errorf(keygate.CodeInsufficientPermissions, "This call requires the %q scope.", scope)
+	}
+	return nil
+}
+
+// Nullable is a request field that can be absent, JSON null or a value, so
+// that "leave it as it is" and "set it to null" differ.
+type Nullable[T any] struct {
+	Set   bool // the field was in the request
+	Null  bool // ... as null
+	Value T
+}
+
+func (n Nullable[T]) ptr() *T {
+	if n.Null {
+		return nil
+	}
+	v := n.Value
+	return &v
+}
+
+// CreateRequest is the body of a key creation. A nil or unset field takes
+// the caller's value (SPEC §5, "Defaults of a created key").
+type CreateRequest struct {
+	Name       string
+	UserID     *string // admins only
+	Scopes     *[]string
+	ProjectIDs *[]string
+	Type       *keygate.KeyType // nil: secret
+	// Environment nil: the caller's.
+	Environment *keygate.Environment
+	// ExpiresAt null: never; ExpiresIn is the other way to say it, not
+	// both.
+	ExpiresAt          Nullable[time.Time]
+	ExpiresIn          *time.Duration
+	RateLimitPerMinute Nullable[int] // null: the server default
+	Metadata           json.RawMessage
+}
+
+// CreateKeyAs creates a key as the caller. The body is validated first
+// (400), then the caller's permissions (403): scopes and projects within
+// the caller's, its environment, no later expiry and no higher rate limit,
+// and user_id only from an admin.
+func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (CreatedKey, error) {
+	now := s.now()
+	ck := &c.Key
+	nk := NewKey{
+		OrgID: ck.OrgID, UserID: ck.UserID, Name: r.Name, Scopes: ck.Scopes, ProjectIDs: ck.ProjectIDs,
+		Type: keygate.Secret, Environment: ck.Environment, ExpiresAt: ck.ExpiresAt,
+		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata,
+	}
+	if r.UserID != nil {
+		nk.UserID = *r.UserID
+	}
+	if r.Scopes != nil {
+		nk.Scopes = *r.Scopes
+	}
+	if r.ProjectIDs != nil {
+		nk.ProjectIDs = *r.ProjectIDs
+	}
+	if r.Type != nil {
+		if !r.Type.Valid() {
+			return CreatedKey{}, keygate.ParamErrorf("type", "type must be %q or %q.", keygate.Secret, keygate.Publishable)
+		}
+		nk.Type = *r.Type
+	}
+	if r.Environment != nil {
+		if !r.Environment.Valid() {
+			return CreatedKey{}, keygate.ParamErrorf("environment", "environment must be %q or %q.", keygate.Live, keygate.Test)
+		}
+		nk.Environment = *r.Environment
+	}
+	expiryParam := "expires_at"
+	switch {
+	case r.ExpiresAt.Set && r.ExpiresIn != nil:
+		return CreatedKey{}, keygate.ParamErrorf("expires_in", "Give expires_at or expires_in, not both.")
+	case r.ExpiresIn != nil:
+		if *r.ExpiresIn <= 0 || *r.ExpiresIn > MaxExpiresIn {
+			return CreatedKey{}, keygate.ParamErrorf("expires_in", "expires_in must be 1 to %d seconds.", int64(MaxExpiresIn/time.Second))
+		}
+		t := now.Add(*r.ExpiresIn)
+		nk.ExpiresAt, expiryParam = &t, "expires_in"
+	case r.ExpiresAt.Set:
+		nk.ExpiresAt = r.ExpiresAt.ptr()
+	}
+	if r.RateLimitPerMinute.Set {
+		nk.RateLimitPerMinute = r.RateLimitPerMinute.ptr()
+	}
+	k, err := normalize(nk, now)
+	if err != nil {
+		return CreatedKey{}, err
+	}
+
+	if err := c.require(ScopeWrite); err != nil {
+		return CreatedKey{}, err
+	}
+	if r.UserID != nil && !c.admin() {
+		return CreatedKey{}, escalation("user_id", "Only an admin key may create keys for another user_id.")
+	}
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam); err != nil {
+		return CreatedKey{}, err
+	}
+	return s.create(ctx, k, c.actor())
+}
+
+// grant is what a key allows its holder: what a caller may not hand out
+// beyond itself.
+type grant struct {
+	scopes    []string
+	projects  []string
+	env       keygate.Environment
+	expiresAt *time.Time
+	rate      *int
+}
+
+func escalation(param, format string, args ...any) error {
+	e := keygate.Errorf(keygate.CodeInsufficientPermissions, format, args...)
+	e.Param = param
+	return e
+}
+
+// within reports an insufficient_permissions error, naming the field, when
+// g gives more than the caller's key has.
+func (s *Service) within(c *Caller, g grant, expiryParam string) error {
+	ck := &c.Key
+	for _, sc := range g.scopes {
+		if !ck.HasScope(sc) {
+			return escalation("scopes", "The scope %q is beyond the calling key's scopes.", sc)
+		}
+	}
+	if len(ck.ProjectIDs) > 0 {
+		if len(g.projects) == 0 {
+			return escalation("project_ids", "A project-restricted key cannot give access to every project; list project_ids within its own.")
+		}
+		for _, p := range g.projects {
+			if !slices.Contains(ck.ProjectIDs, p) {
+				return escalation("project_ids", "The project %q is beyond the calling key's projects.", p)
+			}
+		}
+	}
+	if g.env != ck.Environment {
+		return escalation("environment", "The calling key belongs to the %q environment.", ck.Environment)
+	}
+	if err := s.expiryWithin(c, g.expiresAt, expiryParam); err != nil {
+		return err
+	}
+	return s.rateWithin(c, g.rate)
+}
+
+func (s *Service) expiryWithin(c *Caller, t *time.Time, param string) error {
+	have := c.Key.ExpiresAt
+	if have != nil && (t == nil || t.After(*have)) {
+		return escalation(param, "The calling key expires at %s; a key it manages cannot outlive it.", have.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// effectiveRate is the limit a key is held to: its own, or --rate-limit.
+func (s *Service) effectiveRate(r *int) int {
+	if r == nil {
+		return s.defaultRate
+	}
+	return *r
+}
+
+func (s *Service) rateWithin(c *Caller, r *int) error {
+	have := s.effectiveRate(c.Key.RateLimitPerMinute)
+	if have == 0 {
+		return nil // an unlimited caller may give any limit
+	}
+	if want := s.effectiveRate(r); want == 0 || want > have {
+		return escalation("rate_limit_per_minute", "The calling key is limited to %d requests per minute; a key it manages cannot have more.", have)
+	}
+	return nil
+}
+
+// visibleKey returns key id as the caller may see it: in its organization,
+// and its own user's unless it is an admin. Anything else is not_found,
+// never forbidden, so that no caller learns another tenant's ids exist.
+func (s *Service) visibleKey(ctx context.Context, c *Caller, id string) (keygate.Key, error) {
+	if id == "" || len(id) > maxIDLen {
+		return keygate.Key{}, keygate.ErrNotFound
+	}
+	k, err := s.store.GetKey(ctx, c.Key.OrgID, id)
+	if err != nil {
+		return keygate.Key{}, err
+	}
+	if !c.admin() && k.UserID != c.Key.UserID {
+		return keygate.Key{}, keygate.ErrNotFound
+	}
+	return k, nil
+}
+
+// GetKeyAs returns key id.
+func (s *Service) GetKeyAs(ctx context.Context, c Caller, id string) (keygate.Key, error) {
+	if err := c.require(ScopeRead); err != nil {
+		return keygate.Key{}, err
+	}
+	return s.visibleKey(ctx, &c, id)
+}
+
+// Whoami returns the caller's own key as stored now. It needs no scope.
+func (s *Service) Whoami(ctx context.Context, c Caller) (keygate.Key, error) {
+	return s.store.GetKey(ctx, c.Key.OrgID, c.Key.ID)
+}
+
+// KeyQuery selects a page of keys.
+type KeyQuery struct {
+	Status keygate.Status // empty: every status but revoked
+	After  *store.Cursor
+	Limit  int // 0: DefaultPageSize
+}
+
+func pageSize(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultPageSize, nil
+	case limit < 1 || limit > MaxPageSize:
+		return 0, keygate.ParamErrorf("limit", "limit must be 1 to %d.", MaxPageSize)
+	}
+	return limit, nil
+}
+
+// ListKeysAs lists keys newest first: the organization's for an admin,
+// the caller's user's otherwise. Revoked keys are never listed.
+func (s *Service) ListKeysAs(ctx context.Context, c Caller, q KeyQuery) (store.KeyPage, error) {
+	switch q.Status {
+	case "", keygate.StatusActive, keygate.StatusInactive, keygate.StatusExpired:
+	default:
+		return store.KeyPage{}, keygate.ParamErrorf("status", "status must be active, inactive or expired.")
+	}
+	limit, err := pageSize(q.Limit)
+	if err != nil {
+		return store.KeyPage{}, err
+	}
+	if err := c.require(ScopeRead); err != nil {
+		return store.KeyPage{}, err
+	}
+	lq := store.ListKeys{OrgID: c.Key.OrgID, Status: q.Status, Now: s.now(), After: q.After, Limit: limit}
+	if !c.admin() {
+		lq.UserID = c.Key.UserID
+	}
+	return s.store.ListKeys(ctx, lq)
+}
+
+// KeyChanges is the body of a key update; nil or unset fields stay as
+// they are.
+type KeyChanges struct {
+	Name               *string
+	Active             *bool
+	RateLimitPerMinute Nullable[int]       // null: back to the server default
+	ExpiresAt          Nullable[time.Time] // null: never expires
+	Metadata           json.RawMessage     // replaces the whole object; null: {}
+}
+
+// UpdateKeyAs changes key id. A caller cannot widen a key beyond itself:
+// no rate limit above its own effective limit, no expiry after its own.
+// A change with no field is invalid_request: it would write an audit
+// event that records nothing.
+func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
+	now := s.now()
+	var u store.KeyUpdate
+	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil {
+		return keygate.Key{}, keygate.Errorf(keygate.CodeInvalidRequest,
+			"Nothing to change: give name, active, rate_limit_per_minute, expires_at or metadata.")
+	}
+	if ch.Name != nil {
+		if err := ValidateName(*ch.Name); err != nil {
+			return keygate.Key{}, err
+		}
+		u.Name = ch.Name
+	}
+	u.Active = ch.Active
+	if ch.RateLimitPerMinute.Set {
+		u.RateLimitPerMinute = ch.RateLimitPerMinute.ptr()
+		u.ClearRateLimit = ch.RateLimitPerMinute.Null
+		if err := validateRate(u.RateLimitPerMinute); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+	if ch.ExpiresAt.Set {
+		u.ExpiresAt = ch.ExpiresAt.ptr()
+		u.ClearExpiresAt = ch.ExpiresAt.Null
+		if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
+			return keygate.Key{}, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+		}
+	}
+	if ch.Metadata != nil {
+		var err error
+		if u.Metadata, err = Metadata(ch.Metadata); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+
+	if err := c.require(ScopeWrite); err != nil {
+		return keygate.Key{}, err
+	}
+	if _, err := s.visibleKey(ctx, &c, id); err != nil {
+		return keygate.Key{}, err
+	}
+	if ch.RateLimitPerMinute.Set {
+		if err := s.rateWithin(&c, u.RateLimitPerMinute); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+	if ch.ExpiresAt.Set {
+		if err := s.expiryWithin(&c, u.ExpiresAt, "expires_at"); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+	return s.store.UpdateKey(ctx, c.Key.OrgID, id, u, c.actor())
+}
+
+// RevokeKeyAs revokes key id. Revoking takes privileges away, so any
+// caller with write may revoke any key it can see, itself included.
+func (s *Service) RevokeKeyAs(ctx context.Context, c Caller, id string) (keygate.Key, error) {
+	if err := c.require(ScopeWrite); err != nil {
+		return keygate.Key{}, err
+	}
+	if _, err := s.visibleKey(ctx, &c, id); err != nil {
+		return keygate.Key{}, err
+	}
+	return s.store.RevokeKey(ctx, c.Key.OrgID, id, c.actor())
+}
+
+// RollKeyAs gives key id a new token; the old one keeps working for grace
+// (0 to MaxGrace). A roll mints a credential, so the key may have nothing
+// beyond the caller: the same bounds as a created key.
+func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time.Duration) (CreatedKey, error) {
+	if grace < 0 || grace > MaxGrace {
+		return CreatedKey{}, keygate.ParamErrorf("grace_seconds", "grace_seconds must be 0 to %d.", int64(MaxGrace/time.Second))
+	}
+	if err := c.require(ScopeWrite); err != nil {
+		return CreatedKey{}, err
+	}
+	k, err := s.visibleKey(ctx, &c, id)
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at"); err != nil {
+		return CreatedKey{}, err
+	}
+	tok, err := s.format.Generate(k.Type, k.Environment)
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	nt := store.NewToken{Hash: tok.Hash(), Prefix: tok.Prefix(), Last4: tok.Last4()}
+	k, err = s.store.RollKey(ctx, c.Key.OrgID, id, nt, grace, c.actor())
+	if err != nil {
+		return CreatedKey{}, err
+	}
+	return CreatedKey{Key: k, Token: tok}, nil
+}
+
+// AuditQuery selects a page of the audit trail.
+type AuditQuery struct {
+	After *store.Cursor
+	Limit int // 0: DefaultPageSize
+}
+
+// ListAuditEventsAs lists the caller's organization's audit trail, newest
+// first. It needs admin.
+func (s *Service) ListAuditEventsAs(ctx context.Context, c Caller, q AuditQuery) (store.AuditPage, error) {
+	limit, err := pageSize(q.Limit)
+	if err != nil {
+		return store.AuditPage{}, err
+	}
+	if err := c.require(ScopeAdmin); err != nil {
+		return store.AuditPage{}, err
+	}
+	return s.store.ListAuditEvents(ctx, store.ListAuditEvents{OrgID: c.Key.OrgID, After: q.After, Limit: limit})
+}
