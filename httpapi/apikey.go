@@ -122,3 +122,35 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	*t = Time(v)
 	return nil
 }
+
+// AuditEvent is the JSON wire form of an audit event. It never holds a
+// secret or a hash; actor_key_id and request_id are null for changes made
+// from the CLI, key_id for organization events.
+type AuditEvent struct {
+	ID         string  `json:"id"`
+	Object     string  `json:"object"`
+	Action     string  `json:"action"`
+	ActorKeyID *string `json:"actor_key_id"`
+	KeyID      *string `json:"key_id"`
+	OrgID      string  `json:"org_id"`
+	RequestID  *string `json:"request_id"`
+	CreatedAt  Time    `json:"created_at"`
+}
+
+// ObjectAuditEvent is the "object" of every audit event.
+const ObjectAuditEvent = "audit_event"
+
+// NewAuditEvent converts a stored audit event to its wire form.
+func NewAuditEvent(e keygate.AuditEvent) AuditEvent {
+	return AuditEvent{
+		ID: e.ID, Object: ObjectAuditEvent, Action: e.Action, ActorKeyID: nonEmpty(e.ActorKeyID),
+		KeyID: nonEmpty(e.KeyID), OrgID: e.OrgID, RequestID: nonEmpty(e.RequestID), CreatedAt: Time(e.CreatedAt),
+	}
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,6 +1,10 @@
 // Package httpapi is keygate's HTTP side on --http-addr: health, readiness
-// and metrics for the operator now, the management API later, and the JSON
+// and metrics for the operator, the management API (SPEC §5), and the JSON
 // wire form of a key that both the API and the CLI's --json print.
+//
+// The management API only parses, authenticates and translates: the rules
+// live in package manage, authentication is extauthz's own, so that Check
+// and the API can never disagree about a key.
 package httpapi
 
 import (
@@ -9,12 +13,16 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/manage"
 )
 
 // Pinger is the part of the store that readiness needs.
@@ -38,6 +46,26 @@ type Config struct {
 	// load balancer's probe must get an answer before its own timeout.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
+
+	// The management API is served when Auth and Manage are set.
+
+	// Auth authenticates API calls with the steps of Check, the failed-auth
+	// throttle included (extauthz.Server).
+	Auth Authenticator
+	// Manage performs the operations and holds their rules; it knows the
+	// server's --rate-limit (manage.WithDefaultRateLimit).
+	Manage *manage.Service
+	// Syncer, if set, is called after every write and before the answer,
+	// so that once a revoke has returned this replica's cache no longer
+	// allows the key (SPEC §4). Other replicas follow the events log.
+	Syncer Syncer
+	// Usage records each authenticated call, for last_used_at.
+	Usage UsageRecorder
+	// DocsURL is the base of docs_url in error bodies, as in Check's
+	// denies (--docs-url); empty leaves docs_url out.
+	DocsURL string
+	// Now is the clock of key statuses; time.Now if nil.
+	Now func() time.Time
 }
 
 // Handler serves keygate's HTTP endpoints.
@@ -57,18 +85,69 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.NewRegistry()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
-	h.mux.HandleFunc("GET /healthz", h.healthz)
-	h.mux.HandleFunc("GET /readyz", h.readyz)
-	h.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogErrorLog{cfg.Logger}}))
+	h.route("/healthz", map[string]http.HandlerFunc{"GET": h.healthz})
+	h.route("/readyz", map[string]http.HandlerFunc{"GET": h.readyz})
+	h.route("/metrics", map[string]http.HandlerFunc{
+		"GET": promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogErrorLog{cfg.Logger}}).ServeHTTP,
+	})
+	if cfg.Auth != nil && cfg.Manage != nil {
+		h.routeAPI()
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, keygate.Errorf(keygate.CodeNotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
+		h.writeError(w, r, keygate.Errorf(keygate.CodeNotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
 	})
 	return h
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// route serves path with one handler per method, and every other method
+// with 405 method_not_allowed and an allow header: ServeMux's own 405 would
+// have a plain-text body, not the error envelope.
+func (h *Handler) route(path string, methods map[string]http.HandlerFunc) {
+	allow := make([]string, 0, len(methods)+1)
+	for m, fn := range methods {
+		h.mux.HandleFunc(m+" "+path, fn)
+		allow = append(allow, m)
+		if m == http.MethodGet {
+			allow = append(allow, http.MethodHead) // ServeMux serves HEAD with GET
+		}
+	}
+	slices.Sort(allow)
+	allowed := strings.Join(allow, ", ")
+	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("allow", allowed)
+		h.writeError(w, r, keygate.Errorf(keygate.CodeMethodNotAllowed, "%s is not allowed on %s; allowed: %s.", r.Method, r.URL.Path, allowed))
+	})
+}
+
+// maxRequestIDLen bounds a client-sent x-request-id, as Check does.
+const maxRequestIDLen = 200
+
+type requestIDKey struct{}
+
+// ServeHTTP implements http.Handler. Every answer carries x-request-id: the
+// client's, or one generated here, which error bodies and the audit trail
+// repeat so that one id follows a call everywhere.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("x-request-id")
+	if len(id) > maxRequestIDLen {
+		id = id[:maxRequestIDLen]
+	}
+	if id == "" {
+		id, _ = apikey.NewRequestID() // crypto/rand does not fail
+	}
+	w.Header().Set("x-request-id", id)
+	h.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+}
+
+// requestID is the id ServeHTTP gave r.
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
 
 // healthz says the process is alive; it checks nothing else, so that a
 // database outage never gets a replica restarted.
@@ -140,6 +219,7 @@ type ErrorDetail struct {
 	Code    keygate.Code `json:"code"`
 	Message string       `json:"message"`
 	Param   *string      `json:"param,omitempty"`
+	DocsURL string       `json:"docs_url,omitempty"`
 }
 
 // ErrorMeta is the "meta" member of ErrorBody.
@@ -147,15 +227,33 @@ type ErrorMeta struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
-// writeError is the one place where an error becomes an HTTP response.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
+// writeError is the one place where an error becomes an HTTP response,
+// with the headers of a Check deny of the same code: www-authenticate on
+// 401 (RFC 6750; no error= without a credential) and retry-after on 503
+// (too_many_failed_attempts sets its own before).
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := keygate.ErrorCode(err)
+	if code == keygate.CodeInternal {
+		h.cfg.Logger.Error("management API: internal error", "method", r.Method, "path", r.URL.Path,
+			"request_id", requestID(r), "err", err)
+	}
 	d := ErrorDetail{Code: code, Message: keygate.ErrorMessage(err)}
 	var e *keygate.Error
 	if errors.As(err, &e) && e.Param != "" {
 		d.Param = &e.Param
 	}
-	writeJSON(w, code.HTTPStatus(), ErrorBody{Error: d, Meta: ErrorMeta{RequestID: r.Header.Get("x-request-id")}})
+	if h.cfg.DocsURL != "" {
+		d.DocsURL = h.cfg.DocsURL + "#" + string(code)
+	}
+	switch status := code.HTTPStatus(); {
+	case status == http.StatusUnauthorized && code == keygate.CodeMissingAPIKey:
+		w.Header().Set("www-authenticate", `Bearer realm="keygate"`)
+	case status == http.StatusUnauthorized:
+		w.Header().Set("www-authenticate", `Bearer realm="keygate", error="invalid_token"`)
+	case status == http.StatusServiceUnavailable && w.Header().Get("retry-after") == "":
+		w.Header().Set("retry-after", "1")
+	}
+	writeJSON(w, code.HTTPStatus(), ErrorBody{Error: d, Meta: ErrorMeta{RequestID: requestID(r)}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
