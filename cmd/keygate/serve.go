@@ -247,7 +247,9 @@ func (s *serveCmd) Run(d *deps) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	web := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger, Sync: func() httpapi.SyncState {
+		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
+			Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
+			Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
 				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
 			if listener != nil {
