@@ -25,6 +25,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/cache"
+	"github.com/keygate/keygate/console"
 	"github.com/keygate/keygate/extauthz"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/lastused"
@@ -41,6 +42,7 @@ type serveCmd struct {
 	Conn             connFlags     `embed:""`
 	GRPCAddr         string        `name:"grpc-addr" env:"KEYGATE_GRPC_ADDR" default:":9001" placeholder:"ADDR" help:"Address of the ext_authz gRPC listener."`
 	HTTPAddr         string        `name:"http-addr" env:"KEYGATE_HTTP_ADDR" default:":8001" placeholder:"ADDR" help:"Address of the HTTP listener (health, readiness, metrics)."`
+	Console          bool          `name:"console" env:"KEYGATE_CONSOLE" default:"true" negatable:"" help:"Serve the web console at /console."`
 	HeaderPrefix     string        `name:"header-prefix" env:"KEYGATE_HEADER_PREFIX" default:"x-keygate-" help:"Prefix of the identity headers an allow sets; lower-case, ending in '-'."`
 	StripCredentials bool          `name:"strip-credentials" env:"KEYGATE_STRIP_CREDENTIALS" default:"true" negatable:"" help:"Remove the credential headers before the request goes upstream."`
 	CacheMaxBytes    byteSize      `name:"cache-max-bytes" env:"KEYGATE_CACHE_MAX_BYTES" default:"64MiB" placeholder:"SIZE" help:"Bound of the key cache (bytes, or 64MiB, 1GB…)."`
@@ -260,6 +262,7 @@ func (s *serveCmd) Run(d *deps) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slogErrorLog(logger),
 	}
+	web.Handler = s.withConsole(web.Handler)
 
 	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
@@ -362,4 +365,18 @@ func (s *serveCmd) bootstrap(ctx context.Context, d *deps, st store.Store, logge
 	logger.Info("created the bootstrap owner key; its token is on stdout, once", "org_id", org, "user_id", user, "key_id", created.Key.ID)
 	fmt.Fprintf(d.stdout, "keygate: created owner key for organization %s (shown once):\n%s\n", org, created.Token.String())
 	return nil
+}
+
+// withConsole puts the web console in front of the HTTP API at /console
+// and /console/...; with --console=false those paths are the API's 404.
+func (s *serveCmd) withConsole(api http.Handler) http.Handler {
+	if !s.Console {
+		return api
+	}
+	c := console.Handler()
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, c)
+	mux.Handle(console.Prefix+"/", c)
+	mux.Handle("/", api)
+	return mux
 }
