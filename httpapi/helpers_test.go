@@ -84,6 +84,8 @@ func eachStoreWith(t *testing.T, o options, test func(t *testing.T, e *env)) {
 type options struct {
 	failedAuthLimit  int // 0: 1000
 	defaultRateLimit int // --rate-limit; 0: 100
+	// syncer, if set, replaces the follower as the API's Syncer.
+	syncer httpapi.Syncer
 }
 
 const docsURL = "https://keygate.dev/errors"
@@ -154,8 +156,12 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 		t.Fatal(err)
 	}
 	u := &usage{}
+	var syncer httpapi.Syncer = f
+	if o.syncer != nil {
+		syncer = o.syncer
+	}
 	h := httpapi.NewHandler(httpapi.Config{
-		Store: st, Auth: authz, Syncer: f, Usage: u, DocsURL: docsURL, Now: c.now,
+		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)
@@ -299,13 +305,7 @@ func (e *env) create(token, body string) httpapi.CreatedAPIKey {
 // GET with token from addr; "" means allowed.
 func (e *env) check(token, addr string) keygate.Code {
 	e.t.Helper()
-	resp, err := e.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: addr}}}},
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: "GET", Path: "/v1/things", Headers: map[string]string{"authorization": "Bearer " + token},
-		}},
-	}})
+	resp, err := e.authz.Check(context.Background(), checkRequest(addr, map[string]string{"authorization": "Bearer " + token}))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -320,9 +320,13 @@ func (e *env) check(token, addr string) keygate.Code {
 	return body.Error.Code
 }
 
-func (e *env) auditActions(token string) []httpapi.AuditEvent {
-	e.t.Helper()
-	r := e.get("/v1/audit-events?limit=200", token)
-	want(e.t, r, http.StatusOK)
-	return decode[httpapi.List[httpapi.AuditEvent]](e.t, r).Data
+// checkRequest is what Envoy sends for a GET /v1/things from addr.
+func checkRequest(addr string, headers map[string]string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: addr}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Path: "/v1/things", Headers: headers,
+		}},
+	}}
 }
