@@ -165,15 +165,20 @@ func (f Format) Parse(s string) (Token, error) {
 	if len(body) != secretLen+checksumLen {
 		return Token{}, ErrMalformed
 	}
+	// One table lookup per character; or-ing the entries catches any
+	// non-base62 character (0xff) without a branch per character.
+	var bad byte
+	for i := 0; i < secretLen; i++ {
+		bad |= digits[body[i]]
+	}
 	var sum uint64
-	for i := 0; i < len(body); i++ {
-		d := digit(body[i])
-		if d < 0 {
-			return Token{}, ErrMalformed
-		}
-		if i >= secretLen {
-			sum = sum*62 + uint64(d)
-		}
+	for i := secretLen; i < len(body); i++ {
+		d := digits[body[i]]
+		bad |= d
+		sum = sum*62 + uint64(d)
+	}
+	if bad == 0xff {
+		return Token{}, ErrMalformed
 	}
 	if sum != uint64(crcIEEE(s[:len(s)-checksumLen])) {
 		return Token{}, ErrChecksum
@@ -185,29 +190,53 @@ func (f Format) Parse(s string) (Token, error) {
 
 // crcIEEE is crc32.ChecksumIEEE of s without allocating. ChecksumIEEE calls
 // through a function variable, so any slice handed to it escapes to the heap,
-// even a copy in a stack array: that cost Parse one allocation per call.
+// even a copy in a stack array: that cost Parse one allocation per call. A
+// byte-at-a-time loop costs a dependent table lookup per byte; slicing-by-8
+// (the method hash/crc32 itself uses for inputs this short) does eight
+// independent lookups per step.
 func crcIEEE(s string) uint32 {
 	crc := ^uint32(0)
+	t := &ieeeSlicing8
+	for len(s) >= 8 {
+		crc ^= uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		crc = t[0][s[7]] ^ t[1][s[6]] ^ t[2][s[5]] ^ t[3][s[4]] ^
+			t[4][crc>>24] ^ t[5][crc>>16&0xff] ^ t[6][crc>>8&0xff] ^ t[7][crc&0xff]
+		s = s[8:]
+	}
 	for i := 0; i < len(s); i++ {
-		crc = crc32.IEEETable[byte(crc)^s[i]] ^ crc>>8
+		crc = t[0][byte(crc)^s[i]] ^ crc>>8
 	}
 	return ^crc
 }
 
+// ieeeSlicing8 is the slicing-by-8 table of CRC-32/IEEE: t[0] is
+// crc32.IEEETable and t[k][i] is the CRC of byte i followed by k zero bytes.
+var ieeeSlicing8 = func() (t [8][256]uint32) {
+	t[0] = *crc32.IEEETable
+	for i := range 256 {
+		crc := t[0][i]
+		for k := 1; k < 8; k++ {
+			crc = t[0][crc&0xff] ^ crc>>8
+			t[k][i] = crc
+		}
+	}
+	return t
+}()
+
+// digits maps a byte to its base62 value, or 0xff for a byte outside the
+// alphabet.
+var digits = func() (d [256]byte) {
+	for i := range d {
+		d[i] = 0xff
+	}
+	for i := 0; i < len(alphabet); i++ {
+		d[alphabet[i]] = byte(i)
+	}
+	return d
+}()
+
 func hasPrefixUnderscore(s, p string) bool {
 	return len(s) > len(p) && s[:len(p)] == p && s[len(p)] == '_'
-}
-
-func digit(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
-	}
-	return -1
 }
 
 // putChecksum writes v in base62, most significant digit first, left-padded
