@@ -15,11 +15,13 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/tlsfiles"
 )
 
 // checkCmd is `keygate check`: one Check request as Envoy would send it,
@@ -31,8 +33,12 @@ type checkCmd struct {
 	Path    string        `default:"/" help:"HTTP path of the request, with any query."`
 	Header  []string      `short:"H" sep:"none" placeholder:"'NAME: VALUE'" help:"Another request header; repeat for several."`
 	Timeout time.Duration `default:"5s" help:"How long to wait for keygate, connecting included."`
+	TLSCA   string        `name:"tls-ca" placeholder:"FILE" help:"Connect over TLS, verifying keygate against this CA (PEM)."`
+	TLSCert string        `name:"tls-cert" placeholder:"FILE" help:"Client certificate (PEM) for mTLS; with --tls-key."`
+	TLSKey  string        `name:"tls-key" placeholder:"FILE" help:"Client private key (PEM) for mTLS; with --tls-cert."`
 
 	headers map[string]string
+	creds   credentials.TransportCredentials
 }
 
 // Validate checks the request flags; a malformed one is a usage error.
@@ -48,6 +54,14 @@ func (c *checkCmd) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive")
+	}
+	c.creds = insecure.NewCredentials()
+	if c.TLSCA != "" || c.TLSCert != "" || c.TLSKey != "" {
+		cfg, err := tlsfiles.ClientConfig(tlsfiles.ClientFiles{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey})
+		if err != nil {
+			return err
+		}
+		c.creds = credentials.NewTLS(cfg)
 	}
 	c.headers = map[string]string{"authorization": "Bearer " + c.Key}
 	for _, h := range c.Header {
@@ -69,7 +83,7 @@ func (c *checkCmd) Validate() error {
 // Run sends the request and prints the decision: exit 0 allowed, 1
 // denied, 2 when keygate could not be asked.
 func (c *checkCmd) Run(d *deps) error {
-	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(c.creds))
 	if err != nil {
 		return usageErrorf("--addr %q: %v", c.Addr, err)
 	}

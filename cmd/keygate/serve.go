@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -34,6 +36,7 @@ import (
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
+	"github.com/keygate/keygate/tlsfiles"
 )
 
 // serveCmd is `keygate serve`. Every flag also reads its KEYGATE_*
@@ -62,6 +65,22 @@ type serveCmd struct {
 	RateLimit       int    `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
 	FailedAuthLimit int    `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
 	ClientIPHeader  string `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
+
+	GRPCTLSCert       string        `name:"grpc-tls-cert" env:"KEYGATE_GRPC_TLS_CERT" placeholder:"FILE" help:"Serve gRPC over TLS with this certificate (PEM); reloaded when it changes."`
+	GRPCTLSKey        string        `name:"grpc-tls-key" env:"KEYGATE_GRPC_TLS_KEY" placeholder:"FILE" help:"Private key (PEM) of --grpc-tls-cert."`
+	GRPCTLSClientCA   string        `name:"grpc-tls-client-ca" env:"KEYGATE_GRPC_TLS_CLIENT_CA" placeholder:"FILE" help:"Require gRPC clients (Envoy) to present a certificate signed by this CA (mTLS)."`
+	HTTPTLSCert       string        `name:"http-tls-cert" env:"KEYGATE_HTTP_TLS_CERT" placeholder:"FILE" help:"Serve HTTP (API, console, health) over TLS with this certificate (PEM)."`
+	HTTPTLSKey        string        `name:"http-tls-key" env:"KEYGATE_HTTP_TLS_KEY" placeholder:"FILE" help:"Private key (PEM) of --http-tls-cert."`
+	TLSReloadInterval time.Duration `name:"tls-reload-interval" env:"KEYGATE_TLS_RELOAD_INTERVAL" default:"10s" help:"How often certificate files are checked for changes."`
+}
+
+func (s *serveCmd) grpcTLS() tlsfiles.Files {
+	return tlsfiles.Files{Cert: s.GRPCTLSCert, Key: s.GRPCTLSKey, ClientCA: s.GRPCTLSClientCA,
+		CertFlag: "--grpc-tls-cert", KeyFlag: "--grpc-tls-key", ClientCAFlag: "--grpc-tls-client-ca"}
+}
+
+func (s *serveCmd) httpTLS() tlsfiles.Files {
+	return tlsfiles.Files{Cert: s.HTTPTLSCert, Key: s.HTTPTLSKey, CertFlag: "--http-tls-cert", KeyFlag: "--http-tls-key"}
 }
 
 // Validate checks the serve flags, naming the flag at fault.
@@ -90,6 +109,18 @@ func (s *serveCmd) Validate() error {
 	} {
 		if d.d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
+		}
+	}
+	if s.TLSReloadInterval <= 0 {
+		return fmt.Errorf("--tls-reload-interval must be positive, got %s", s.TLSReloadInterval)
+	}
+	// Load the certificates now, so a missing or mismatched file is a
+	// one-line start-up error naming its flag.
+	for _, f := range []tlsfiles.Files{s.grpcTLS(), s.httpTLS()} {
+		if f.Enabled() {
+			if _, err := tlsfiles.NewServer(f, "check", nil, nil); err != nil {
+				return err
+			}
 		}
 	}
 	if s.FailedAuthLimit < 0 {
@@ -241,7 +272,17 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	defer httpLis.Close()
 
-	gs := grpc.NewServer()
+	var grpcOpts []grpc.ServerOption
+	var tlsServers []*tlsfiles.Server
+	if f := s.grpcTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "grpc", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(ts.Config())))
+	}
+	gs := grpc.NewServer(append(extauthz.ServerOptions(), grpcOpts...)...)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -252,19 +293,29 @@ func (s *serveCmd) Run(d *deps) error {
 		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
 			Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
 			Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
-			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
-				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
-			if listener != nil {
-				state.Notifications, state.Connected = "listen", listener.Connected()
-			}
-			return state
-		}}),
+				state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
+					MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
+				if listener != nil {
+					state.Notifications, state.Connected = "listen", listener.Connected()
+				}
+				return state
+			}}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slogErrorLog(logger),
 	}
 	web.Handler = s.withConsole(web.Handler)
 
-	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	if f := s.httpTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "http", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		web.TLSConfig = ts.Config()
+		httpLis = tls.NewListener(httpLis, web.TLSConfig)
+	}
+	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
 	g, gctx := errgroup.WithContext(ctx)
 	// The follower outlives the servers so that checks still in flight
 	// during the drain see revocations.
@@ -285,6 +336,9 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	g.Go(func() error { return s.prune(gctx, st, logger) })
 	g.Go(func() error { return gs.Serve(grpcLis) })
+	for _, ts := range tlsServers {
+		g.Go(func() error { return ts.Run(gctx, s.TLSReloadInterval) })
+	}
 	g.Go(func() error {
 		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
