@@ -2,74 +2,195 @@ package extauthz
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/cache"
+	"github.com/keygate/keygate/policy"
 )
 
-// BenchmarkCheck is the in-process decision on a cache hit, response
-// included: what every allowed request through Envoy costs keygate, less
-// gRPC.
-func BenchmarkCheck(b *testing.B) {
-	f := newFixture(&testing.T{}, Config{StripCredentials: true})
-	tok := f.key(nil)
-	cfg := Config{HeaderPrefix: DefaultHeaderPrefix}
-	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Prepare: cfg.Prepare})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	srv, err := New(c, Config{Format: f.format, StripCredentials: true, Now: func() time.Time { return testNow }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	req := checkRequest("GET", "/v1/things", map[string]string{
+// The benchmarks here are in-process: the decision and its response,
+// without gRPC. The load harness (bench/) measures over gRPC. None of them
+// is fast or slow by assertion: figures are judged in BENCHMARKS.md.
+
+// benchHeaders are the headers of a typical request through an edge Envoy.
+func benchHeaders(tok string) map[string]string {
+	return map[string]string{
 		"authorization": "Bearer " + tok, "accept": "*/*", "user-agent": "curl/8.5.0",
 		"x-request-id": "6f1c9a8e-0d5b-4c1e-9a51-3f1d2c7b8e90", "x-forwarded-proto": "https",
-	})
-	ctx := context.Background()
-	// Warm until the entry is stored (ristretto's Set is asynchronous).
-	for i := 0; i < 100; i++ {
-		_, _ = srv.Check(ctx, req)
-		time.Sleep(time.Millisecond)
 	}
+}
+
+// benchServer is a Server deciding through a real cache over f's records,
+// configured by cfg (Format and StripCredentials are filled in).
+func benchServer(b *testing.B, f *fixture, cfg Config) *Server {
+	b.Helper()
+	cfg.Format, cfg.StripCredentials = f.format, true
+	prep := Config{HeaderPrefix: DefaultHeaderPrefix}
+	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 26, TTL: time.Hour, NegativeTTL: time.Hour, Prepare: prep.Prepare})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	srv, err := New(c, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+// warm checks every request until it is cached (ristretto's Set is
+// asynchronous and may drop a Set under contention).
+func warm(srv *Server, reqs []*authv3.CheckRequest) {
+	ctx := context.Background()
+	for range 20 {
+		for _, req := range reqs {
+			_, _ = srv.Check(ctx, req)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runParallel checks reqs round-robin from every goroutine, failing on a
+// decision other than want (allow when want is "").
+func runParallel(b *testing.B, srv *Server, reqs []*authv3.CheckRequest, want keygate.Code) {
+	b.Helper()
+	warm(srv, reqs)
+	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		i := 0
 		for pb.Next() {
-			resp, _ := srv.Check(ctx, req)
-			if resp.GetOkResponse() == nil {
-				b.Fatal("denied")
+			resp, _ := srv.Check(ctx, reqs[i%len(reqs)])
+			i++
+			if (want == "") != (resp.GetOkResponse() != nil) {
+				b.Fatalf("want %q, got %v", want, resp)
 			}
 		}
 	})
 }
 
+// BenchmarkCheck is the in-process decision on a cache hit, response
+// included: what every allowed request through Envoy costs keygate, less
+// gRPC. The clock is fixed, so cache_age_ms never changes and every allow
+// shares one dynamic_metadata; BenchmarkCheckWallClock and
+// BenchmarkCheckManyKeys pay for its rebuilds.
+func BenchmarkCheck(b *testing.B) {
+	f := newFixture(&testing.T{}, Config{StripCredentials: true})
+	tok := f.key(nil)
+	srv := benchServer(b, f, Config{Now: func() time.Time { return testNow }})
+	runParallel(b, srv, []*authv3.CheckRequest{checkRequest("GET", "/v1/things", benchHeaders(tok))}, "")
+}
+
+// BenchmarkCheckWallClock is BenchmarkCheck on the real clock, as served:
+// cache_age_ms moves every millisecond, so one allow in each millisecond
+// rebuilds the dynamic metadata of the key.
+func BenchmarkCheckWallClock(b *testing.B) {
+	f := newFixture(&testing.T{}, Config{StripCredentials: true})
+	tok := f.key(func(r *keygate.KeyRecord) { r.LoadedAt = time.Now() })
+	srv := benchServer(b, f, Config{})
+	runParallel(b, srv, []*authv3.CheckRequest{checkRequest("GET", "/v1/things", benchHeaders(tok))}, "")
+}
+
+// BenchmarkCheckManyKeys is a hit on the real clock over 10 000 cached
+// keys taken in turn: every allow misses the CPU caches and rebuilds its
+// dynamic metadata, the worst case of the hit path.
+func BenchmarkCheckManyKeys(b *testing.B) {
+	f := newFixture(&testing.T{}, Config{StripCredentials: true})
+	reqs := make([]*authv3.CheckRequest, 10_000)
+	for i := range reqs {
+		tok := f.key(func(r *keygate.KeyRecord) {
+			r.Key.ID = fmt.Sprintf("key_%020d", i)
+			r.LoadedAt = time.Now()
+		})
+		reqs[i] = checkRequest("GET", "/v1/things", benchHeaders(tok))
+	}
+	srv := benchServer(b, f, Config{})
+	runParallel(b, srv, reqs, "")
+}
+
+// fiftyRulesYAML is a 50-rule policy file whose rule for DELETE
+// /v1/svc47/items/* is the 49th, as in policy's BenchmarkResolve50Rules:
+// a request for it is tested against 48 rules first.
+func fiftyRulesYAML() string {
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	for i := range 48 {
+		if i%5 == 0 {
+			fmt.Fprintf(&b, "  - {methods: [GET, HEAD], path: \"/*/svc%d/**\", scope: svc%d.read}\n", i, i)
+		} else {
+			fmt.Fprintf(&b, "  - {methods: [GET, HEAD], path: \"/v1/svc%d/**\", scope: svc%d.read}\n", i, i)
+		}
+	}
+	b.WriteString("  - {methods: [DELETE], path: \"/v1/svc47/items/*\", scope: svc47.delete}\n")
+	b.WriteString("  - {path: \"/**\", scope: write}\n")
+	return b.String()
+}
+
+// benchPolicy checks DELETE /v1/svc47/items/42 on a hit under pol (nil:
+// the default policy, where DELETE needs write).
+func benchPolicy(b *testing.B, pol *policy.Policy) {
+	f := newFixture(&testing.T{}, Config{StripCredentials: true})
+	tok := f.key(func(r *keygate.KeyRecord) { r.Key.Scopes = []string{"read", "svc47.delete", "write"} })
+	cfg := Config{Now: func() time.Time { return testNow }}
+	if pol != nil {
+		cfg.Policy = func() *policy.Policy { return pol }
+	}
+	srv := benchServer(b, f, cfg)
+	runParallel(b, srv, []*authv3.CheckRequest{checkRequest("DELETE", "/v1/svc47/items/42?force=true", benchHeaders(tok))}, "")
+}
+
+// BenchmarkCheckPolicy50 is a hit decided by a 50-rule policy file, the
+// request matching the 49th rule; compare BenchmarkCheckPolicyDefault,
+// the same request under the default policy (issue 6: within 20 %).
+func BenchmarkCheckPolicy50(b *testing.B) {
+	pol, err := policy.Parse("fifty.yaml", []byte(fiftyRulesYAML()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if pol.Len() != 50 {
+		b.Fatalf("got %d rules, want 50", pol.Len())
+	}
+	benchPolicy(b, pol)
+}
+
+// BenchmarkCheckPolicyDefault is BenchmarkCheckPolicy50's request under
+// the default policy.
+func BenchmarkCheckPolicyDefault(b *testing.B) { benchPolicy(b, nil) }
+
 // BenchmarkCheckDenyUnknown is a deny for a well-formed unknown key from
 // the negative cache.
 func BenchmarkCheckDenyUnknown(b *testing.B) {
 	f := newFixture(&testing.T{}, Config{})
-	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Hour})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	srv, err := New(c, Config{Format: f.format})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := benchServer(b, f, Config{})
 	tok, _ := f.format.Generate(keygate.Secret, keygate.Live)
 	req := checkRequest("GET", "/", map[string]string{"x-api-key": tok.String(), "x-request-id": "r1"})
+	warm(srv, []*authv3.CheckRequest{req})
 	ctx := context.Background()
-	for i := 0; i < 100; i++ {
-		_, _ = srv.Check(ctx, req)
-		time.Sleep(time.Millisecond)
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		_, _ = srv.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckDenyMalformed is a deny for a token with a wrong checksum:
+// decided before the cache.
+func BenchmarkCheckDenyMalformed(b *testing.B) {
+	f := newFixture(&testing.T{}, Config{})
+	srv := benchServer(b, f, Config{})
+	tok, _ := f.format.Generate(keygate.Secret, keygate.Live)
+	bad := tok.String()[:len(tok.String())-6] + "000000"
+	req := checkRequest("GET", "/", map[string]string{"x-api-key": bad, "x-request-id": "r1"})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
 		_, _ = srv.Check(ctx, req)
 	}
 }

@@ -480,3 +480,77 @@ func TestConfig_ValidateHeaderPrefix(t *testing.T) {
 		t.Errorf("Validate(x-auth-) = %v", err)
 	}
 }
+
+func TestJSONString_MatchesEncodingJSON(t *testing.T) {
+	for _, id := range []string{"", "r1", "6f1c9a8e-0d5b-4c1e-9a51-3f1d2c7b8e90", `a"b`, `a\b`, "<&>", "tab\there", "é", "\xff", "\u2028", "~ !"} {
+		want, _ := json.Marshal(id)
+		if got := jsonString(id); got != string(want) {
+			t.Errorf("jsonString(%q) = %s, want %s", id, got, want)
+		}
+	}
+}
+
+// A record prepared once (as the cache does) serves requests of every
+// shape: what one allow shares with the next must never carry over what
+// differs between them (removals, rate-limit headers, cache_age_ms).
+func TestAllow_PreparedRecordServesEveryRequestShape(t *testing.T) {
+	now := testNow
+	f := newFixture(t, Config{StripCredentials: true})
+	tok := f.key(nil)
+	for _, rec := range f.lookup.recs {
+		(&Config{HeaderPrefix: DefaultHeaderPrefix}).Prepare(rec)
+	}
+	srv, err := New(f.lookup, Config{Format: f.format, StripCredentials: true, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		headers map[string]string
+		advance time.Duration
+		remove  []string
+		ageMS   float64
+	}{
+		{"x-api-key", map[string]string{"x-api-key": tok}, 0, []string{"x-api-key"}, 1500},
+		{"authorization", map[string]string{"authorization": "Bearer " + tok}, 0, []string{"authorization"}, 1500},
+		{"both", map[string]string{"authorization": "Bearer " + tok, "x-api-key": tok}, 0, []string{"x-api-key", "authorization"}, 1500},
+		{"smuggled identity header", map[string]string{"x-api-key": tok, "x-keygate-plan": "gold"}, 0, []string{"x-api-key", "x-keygate-plan"}, 1500},
+		{"x-api-key again", map[string]string{"x-api-key": tok}, 0, []string{"x-api-key"}, 1500},
+		{"a millisecond later", map[string]string{"x-api-key": tok}, time.Millisecond, []string{"x-api-key"}, 1501},
+		{"a second later", map[string]string{"x-api-key": tok}, time.Second, []string{"x-api-key"}, 2501},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now = now.Add(tt.advance)
+			req := checkRequest("GET", "/v1/things", tt.headers)
+			resp, _ := srv.Check(context.Background(), req)
+			ok := resp.GetOkResponse()
+			if ok == nil {
+				t.Fatalf("denied: %v", resp)
+			}
+			if diff := cmp.Diff(tt.remove, ok.GetHeadersToRemove()); diff != "" {
+				t.Errorf("headers_to_remove (-want +got):\n%s", diff)
+			}
+			if len(ok.GetResponseHeadersToAdd()) != 0 {
+				t.Errorf("response_headers_to_add = %v, want none (no rate limit)", ok.GetResponseHeadersToAdd())
+			}
+			fields := resp.GetDynamicMetadata().GetFields()
+			if got := fields["cache_age_ms"].GetNumberValue(); got != tt.ageMS {
+				t.Errorf("cache_age_ms = %v, want %v", got, tt.ageMS)
+			}
+			if len(fields) != 7 || fields["key_id"].GetStringValue() != "key_0123456789abcdefghij" ||
+				fields["metadata"].GetStructValue().AsMap()["plan"] != "pro" {
+				t.Errorf("dynamic_metadata = %v", fields)
+			}
+			var scopes string
+			for _, h := range ok.GetHeaders() {
+				if h.GetHeader().GetKey() == "x-keygate-scopes" {
+					scopes = h.GetHeader().GetValue()
+				}
+			}
+			if scopes != "read,write" {
+				t.Errorf("x-keygate-scopes = %q", scopes)
+			}
+		})
+	}
+}

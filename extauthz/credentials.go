@@ -50,14 +50,16 @@ type credentials struct {
 
 func (c *credentials) add(name, value string) {
 	switch {
-	case strings.EqualFold(name, "x-api-key"):
+	// The length test first: most headers are neither, and it is cheaper
+	// than a case-insensitive comparison.
+	case len(name) == len("x-api-key") && strings.EqualFold(name, "x-api-key"):
 		v := strings.TrimSpace(value)
 		if v == "" {
 			return // an empty x-api-key carries no credential
 		}
 		c.apiKeyN++
 		c.apiKey = v
-	case strings.EqualFold(name, "authorization"):
+	case len(name) == len("authorization") && strings.EqualFold(name, "authorization"):
 		v := strings.TrimSpace(value)
 		scheme, rest := v, ""
 		if i := strings.IndexAny(v, " \t"); i >= 0 {

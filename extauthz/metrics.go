@@ -10,7 +10,8 @@ import (
 )
 
 type metrics struct {
-	byCode  map[keygate.Code]prometheus.Counter // "" is allow
+	allowed prometheus.Counter
+	byCode  map[keygate.Code]prometheus.Counter // denies
 	latency prometheus.Histogram
 }
 
@@ -24,9 +25,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Time to decide one Check, in process.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .2},
 	})
-	m := &metrics{byCode: map[keygate.Code]prometheus.Counter{"": checks.WithLabelValues("allow", "")}, latency: latency}
+	// Precomputed so the hot path does no label lookup, and an allow not
+	// even a map lookup.
+	m := &metrics{allowed: checks.WithLabelValues("allow", ""), byCode: map[keygate.Code]prometheus.Counter{}, latency: latency}
 	for _, c := range denyCodes() {
-		// Precomputed so the hot path does no label lookup.
 		m.byCode[c] = checks.WithLabelValues("deny", string(c))
 	}
 	if reg != nil {
@@ -40,7 +42,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(code keygate.Code, d time.Duration) {
-	if c, ok := m.byCode[code]; ok {
+	if code == "" {
+		m.allowed.Inc()
+	} else if c, ok := m.byCode[code]; ok {
 		c.Inc()
 	}
 	m.latency.Observe(d.Seconds())

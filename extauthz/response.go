@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -41,13 +42,18 @@ func newHeaderNames(prefix string) headerNames {
 // hasPrefix reports whether a header name starts with the identity prefix,
 // in any case (Envoy lower-cases names; a client may not).
 func (n *headerNames) hasPrefix(name string) bool {
-	return len(name) >= len(n.prefix) && strings.EqualFold(name[:len(n.prefix)], n.prefix)
+	// The first byte, folded to lower case, rejects most names before the
+	// case-insensitive comparison (the prefix is lower-case).
+	return len(name) >= len(n.prefix) && name[0]|0x20 == n.prefix[0] && strings.EqualFold(name[:len(n.prefix)], n.prefix)
 }
 
 // overwrite is the append setting of every header keygate sets: present and
 // false, the deprecated BoolValue that every Envoy version honours (an unset
 // append makes newer Envoy append, so a client's value would survive).
-func overwrite() *wrapperspb.BoolValue { return wrapperspb.Bool(false) }
+// One value serves every header: responses are read-only once built.
+func overwrite() *wrapperspb.BoolValue { return appendFalse }
+
+var appendFalse = wrapperspb.Bool(false)
 
 func header(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
@@ -64,37 +70,97 @@ type prepared struct {
 	// sets reports which names the allow sets, so they are never also
 	// listed for removal (Envoy applies removals after sets).
 	setsProjects bool
-	meta         map[string]*structpb.Value // dynamic metadata but cache_age_ms
+	// ok holds, by the credential headers removed (the from bits), the
+	// ok_response of an allow that removes nothing else and adds no
+	// rate-limit headers: the common allow then builds no headers at all.
+	// Each is built on first use.
+	ok [4]atomic.Pointer[authv3.CheckResponse_OkResponse]
+	// meta is the last dynamic metadata built for this record, with the
+	// cache_age_ms it carries. Every allow within the same millisecond of
+	// age shares it; the next millisecond builds a new one from it. Its
+	// first value (age -1) has every field but cache_age_ms.
+	meta atomic.Pointer[metaAt]
 }
+
+type metaAt struct {
+	ageMS int64
+	st    *structpb.Struct
+}
+
+const cacheAgeField = "cache_age_ms"
+
+// metaFields is the number of dynamic metadata fields, cache_age_ms included.
+const metaFields = 7
 
 func prepare(rec *keygate.KeyRecord, n headerNames) *prepared {
 	k := &rec.Key
 	p := &prepared{names: n}
-	p.headers = []*corev3.HeaderValueOption{
-		header(n.keyID, k.ID),
-		header(n.orgID, k.OrgID),
-		header(n.userID, k.UserID),
-		header(n.scopes, strings.Join(k.Scopes, ",")),
-		header(n.keyType, string(k.Type)),
-		header(n.environment, string(k.Environment)),
-	}
+	count := 6
 	if len(k.ProjectIDs) > 0 {
-		p.headers = append(p.headers, header(n.projects, strings.Join(k.ProjectIDs, ",")))
+		count++
 		p.setsProjects = true
+	}
+	// Two allocations for all the headers rather than two per header.
+	hvs := make([]corev3.HeaderValue, count)
+	hvos := make([]corev3.HeaderValueOption, count)
+	p.headers = make([]*corev3.HeaderValueOption, count)
+	set := func(i int, name, value string) {
+		hvs[i].Key, hvs[i].Value = name, value
+		hvos[i].Header, hvos[i].Append = &hvs[i], overwrite()
+		p.headers[i] = &hvos[i]
+	}
+	set(0, n.keyID, k.ID)
+	set(1, n.orgID, k.OrgID)
+	set(2, n.userID, k.UserID)
+	set(3, n.scopes, strings.Join(k.Scopes, ","))
+	set(4, n.keyType, string(k.Type))
+	set(5, n.environment, string(k.Environment))
+	if p.setsProjects {
+		set(6, n.projects, strings.Join(k.ProjectIDs, ","))
 	}
 	scopes := make([]*structpb.Value, len(k.Scopes))
 	for i, s := range k.Scopes {
 		scopes[i] = structpb.NewStringValue(s)
 	}
-	p.meta = map[string]*structpb.Value{
-		"key_id":      structpb.NewStringValue(k.ID),
-		"org_id":      structpb.NewStringValue(k.OrgID),
-		"user_id":     structpb.NewStringValue(k.UserID),
-		"scopes":      structpb.NewListValue(&structpb.ListValue{Values: scopes}),
-		"environment": structpb.NewStringValue(string(k.Environment)),
-		"metadata":    metadataValue(k.Metadata),
-	}
+	meta := make(map[string]*structpb.Value, metaFields)
+	meta["key_id"] = structpb.NewStringValue(k.ID)
+	meta["org_id"] = structpb.NewStringValue(k.OrgID)
+	meta["user_id"] = structpb.NewStringValue(k.UserID)
+	meta["scopes"] = structpb.NewListValue(&structpb.ListValue{Values: scopes})
+	meta["environment"] = structpb.NewStringValue(string(k.Environment))
+	meta["metadata"] = metadataValue(k.Metadata)
+	p.meta.Store(&metaAt{ageMS: -1, st: &structpb.Struct{Fields: meta}})
 	return p
+}
+
+// dynamicMetadata is the allow's dynamic_metadata at cache age ageMS.
+func (p *prepared) dynamicMetadata(ageMS int64) *structpb.Struct {
+	last := p.meta.Load()
+	if last.ageMS == ageMS {
+		return last.st
+	}
+	fields := make(map[string]*structpb.Value, metaFields)
+	for k, v := range last.st.Fields {
+		fields[k] = v
+	}
+	fields[cacheAgeField] = structpb.NewNumberValue(float64(ageMS))
+	st := &structpb.Struct{Fields: fields}
+	// Racing allows may each store theirs: every one is complete and
+	// correct for its age, so the last one stays.
+	p.meta.Store(&metaAt{ageMS: ageMS, st: st})
+	return st
+}
+
+// okResponse is the ok_response that sets p's headers and removes remove,
+// the credential headers named by from.
+func (p *prepared) okResponse(from uint8, remove []string) *authv3.CheckResponse_OkResponse {
+	slot := &p.ok[from&3]
+	if ok := slot.Load(); ok != nil {
+		return ok
+	}
+	ok := &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: p.headers, HeadersToRemove: remove}}
+	slot.Store(ok)
+	return ok
 }
 
 // metadataValue converts a key's metadata JSON object to a Struct value; an
@@ -139,7 +205,10 @@ func (s *Server) allow(rec *keygate.KeyRecord, r *request, from uint8, now time.
 		p = prepare(rec, s.names) // an uncached record: build it for this response
 	}
 	var remove []string
-	if s.cfg.StripCredentials {
+	if !s.cfg.StripCredentials {
+		from = 0 // nothing removed, whichever header carried the token
+	}
+	if from != 0 {
 		switch from {
 		case fromAPIKey:
 			remove = removeAPIKey[:1:1]
@@ -149,27 +218,24 @@ func (s *Server) allow(rec *keygate.KeyRecord, r *request, from uint8, now time.
 			remove = removeBoth[:2:2]
 		}
 	}
-	if r.prefixed > 0 {
-		remove = s.removePrefixed(p, r, remove)
-	}
 	age := now.Sub(rec.LoadedAt).Milliseconds()
 	if age < 0 {
 		age = 0
 	}
-	meta := make(map[string]*structpb.Value, len(p.meta)+1)
-	for k, v := range p.meta {
-		meta[k] = v
+	resp := &authv3.CheckResponse{Status: okStatus, DynamicMetadata: p.dynamicMetadata(age)}
+	if r.prefixed == 0 && r.limit.Limit == 0 {
+		resp.HttpResponse = p.okResponse(from, remove)
+		return resp
 	}
-	meta["cache_age_ms"] = structpb.NewNumberValue(float64(age))
+	if r.prefixed > 0 {
+		remove = s.removePrefixed(p, r, remove)
+	}
 	okr := &authv3.OkHttpResponse{Headers: p.headers, HeadersToRemove: remove}
 	if r.limit.Limit > 0 {
 		okr.ResponseHeadersToAdd = rateLimitHeaders(r.limit, nil)
 	}
-	return &authv3.CheckResponse{
-		Status:          okStatus,
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: okr},
-		DynamicMetadata: &structpb.Struct{Fields: meta},
-	}
+	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: okr}
+	return resp
 }
 
 // rateLimitHeaders appends the ratelimit-* headers of res to hs, and
@@ -285,7 +351,6 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 	if id == "" {
 		id, _ = apikey.NewRequestID()
 	}
-	idJSON, _ := json.Marshal(id)
 	headers := d.headers
 	switch code {
 	case keygate.CodeRateLimited:
@@ -299,7 +364,19 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  d.http,
 			Headers: headers,
-			Body:    d.body + string(idJSON) + "}}",
+			Body:    d.body + jsonString(id) + "}}",
 		}},
 	}
+}
+
+// jsonString is id as a JSON string, as encoding/json writes it. Request ids
+// are nearly always plain ASCII, which needs no escaping and no encoder.
+func jsonString(id string) string {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(id)
+			return string(b)
+		}
+	}
+	return `"` + id + `"`
 }

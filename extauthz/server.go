@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strings"
 	"time"
 
@@ -85,15 +86,18 @@ func (c *Config) Validate() error {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	lookup  Lookup
-	cfg     Config
-	now     func() time.Time
-	log     *slog.Logger
-	names   headerNames
-	denies  map[keygate.Code]*denial
-	m       *metrics
-	defPol  *policy.Policy
-	clientH string
+	lookup Lookup
+	cfg    Config
+	now    func() time.Time
+	// wallClock is set when now is time.Now: Check then reads the clock
+	// once, for both the decision and its latency metric.
+	wallClock bool
+	log       *slog.Logger
+	names     headerNames
+	denies    map[keygate.Code]*denial
+	m         *metrics
+	defPol    *policy.Policy
+	clientH   string
 }
 
 // New returns a Server deciding from lookup.
@@ -107,6 +111,7 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	wallClock := cfg.Now == nil || reflect.ValueOf(cfg.Now).Pointer() == reflect.ValueOf(time.Now).Pointer()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -118,14 +123,15 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		lookup:  lookup,
-		cfg:     cfg,
-		now:     cfg.Now,
-		log:     cfg.Logger,
-		names:   newHeaderNames(cfg.HeaderPrefix),
-		m:       m,
-		defPol:  policy.Default(),
-		clientH: cfg.ClientIPHeader,
+		lookup:    lookup,
+		cfg:       cfg,
+		now:       cfg.Now,
+		wallClock: wallClock,
+		log:       cfg.Logger,
+		names:     newHeaderNames(cfg.HeaderPrefix),
+		m:         m,
+		defPol:    policy.Default(),
+		clientH:   cfg.ClientIPHeader,
 	}
 	s.denies = newDenials(cfg.DocsURL)
 	return s, nil
@@ -162,12 +168,18 @@ type request struct {
 // returns a gRPC error where a decision can be given.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	resp, code := s.check(ctx, req)
+	now := start
+	if !s.wallClock {
+		now = s.now()
+	}
+	resp, code := s.check(ctx, req, now)
 	s.m.observe(code, time.Since(start))
 	return resp, nil
 }
 
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, keygate.Code) {
+// check decides req at now: one reading of the clock serves the key's
+// state, the rate limit, last-used and cache_age_ms.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.Time) (*authv3.CheckResponse, keygate.Code) {
 	attrs := req.GetAttributes()
 	http := attrs.GetRequest().GetHttp()
 	r := request{http: http, method: http.GetMethod(), path: http.GetPath()}
@@ -180,23 +192,26 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			}
 		}
 		switch {
-		case r.requestID == "" && strings.EqualFold(name, "x-request-id"):
+		case r.requestID == "" && len(name) == len("x-request-id") && strings.EqualFold(name, "x-request-id"):
 			r.requestID = value
-		case s.clientH != "" && r.clientIP == "" && strings.EqualFold(name, s.clientH):
+		case s.clientH != "" && r.clientIP == "" && len(name) == len(s.clientH) && strings.EqualFold(name, s.clientH):
 			r.clientIP = value
 		}
 	})
 	if r.requestID == "" {
 		r.requestID = http.GetId()
 	}
-	source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-	addr, _ := ratelimit.ClientAddr(source, s.clientH, r.clientIP)
+	// The client address only matters to the throttle: parse it only then.
+	var addr netip.Addr
+	if s.cfg.Throttle != nil {
+		source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
+		addr, _ = ratelimit.ClientAddr(source, s.clientH, r.clientIP)
+	}
 
-	rec, from, code := s.authenticate(ctx, &r.creds, addr, &r.retryAfter)
+	rec, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
 	if code != "" {
 		return s.deny(&r, code), code
 	}
-	now := s.now()
 	if code := s.authorize(rec, &r, attrs.GetContextExtensions(), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.Debug("denied", "code", code, "key_id", rec.Key.ID, "key_prefix", rec.Key.Prefix)
@@ -214,14 +229,14 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // extraction, format and checksum, lookup by hash, key status and
 // organization. It returns the key's record, or the code that denies the
 // request (and, for a throttled address, how long until it may retry).
-func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
+func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
 	if s.cfg.Throttle != nil && addr.IsValid() {
 		if d, blocked := s.cfg.Throttle.Blocked(addr); blocked {
 			*retryAfter = d
 			return nil, 0, keygate.CodeTooManyFailedAttempts
 		}
 	}
-	rec, from, code := s.identify(ctx, c)
+	rec, from, code := s.identify(ctx, c, now)
 	switch code {
 	case keygate.CodeInvalidAPIKey, keygate.CodeInvalidAuthorizationFormat, keygate.CodeConflictingCredentials:
 		if s.cfg.Throttle != nil && addr.IsValid() {
@@ -231,7 +246,7 @@ func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Ad
 	return rec, from, code
 }
 
-func (s *Server) identify(ctx context.Context, c *credentials) (*keygate.KeyRecord, uint8, keygate.Code) {
+func (s *Server) identify(ctx context.Context, c *credentials, now time.Time) (*keygate.KeyRecord, uint8, keygate.Code) {
 	raw, from, code := c.token()
 	if code != "" {
 		return nil, 0, code
@@ -249,7 +264,7 @@ func (s *Server) identify(ctx context.Context, c *credentials) (*keygate.KeyReco
 		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
 		return nil, 0, keygate.CodeServiceUnavailable
 	}
-	if code := keyState(rec, s.now()); code != "" {
+	if code := keyState(rec, now); code != "" {
 		return rec, 0, code
 	}
 	return rec, from, ""
@@ -362,7 +377,7 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 		}
 	}
 	var a Authentication
-	a.Record, _, a.Code = s.authenticate(ctx, &c, addr, &a.RetryAfter)
+	a.Record, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
 	return a
 }
 
