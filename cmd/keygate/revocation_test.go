@@ -443,3 +443,93 @@ func TestLastUsed_VisibleAfterAFlush(t *testing.T) {
 		t.Fatal("last_used_at not written within 5 s with --last-used-flush 200ms")
 	}
 }
+
+// TestRevocation_ThroughTheAPIUnderLoad revokes a key through replica A's
+// management API while 50 goroutines hammer Check for it on A and B, both
+// with cold caches: once the DELETE has returned A allows it no more, and
+// B allows it no more a second later.
+func TestRevocation_ThroughTheAPIUnderLoad(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	ring := newKeyring(t, dbURL)
+	admin, err := ring.svc.CreateKey(context.Background(), manage.NewKey{
+		OrgID: "acme", UserID: "root", Name: "admin", Role: "admin", CreateOrganization: true,
+	}, keygate.Actor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, tok := ring.create()
+	e := env{"KEYGATE_DATABASE_URL": dbURL}
+	a := startReplica(t, e, "--rate-limit", "0")
+	b := startReplica(t, e, "--rate-limit", "0")
+
+	type verdict struct {
+		replica string
+		started time.Time
+		status  int
+	}
+	verdicts := make(chan verdict, 1<<16)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		r, name := a, "A"
+		if i%2 == 1 {
+			r, name = b, "B"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				started := time.Now()
+				select {
+				case verdicts <- verdict{name, started, r.decide(t, tok)}:
+				default:
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the caches warm under load
+
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+a.httpAddr+"/v1/api-keys/"+victim.ID, nil)
+	req.Header.Set("Authorization", "Bearer "+admin.Token.String())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	returned := time.Now()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE through A = %d, want 200", resp.StatusCode)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(verdicts)
+	var before, afterA, afterB, lateB int
+	for v := range verdicts {
+		switch {
+		case v.started.Before(returned):
+			before++
+		case v.replica == "A" && v.status == 200:
+			afterA++
+		case v.replica == "B" && v.status == 200 && v.started.After(returned.Add(time.Second)):
+			lateB++
+		case v.replica == "B":
+			afterB++
+		}
+	}
+	t.Logf("%d checks before the DELETE returned, %d after on B", before, afterB)
+	if before == 0 {
+		t.Error("no check ran before the revocation: the test proves nothing")
+	}
+	if afterA != 0 {
+		t.Errorf("replica A allowed the key %d times after its own DELETE returned", afterA)
+	}
+	if lateB != 0 {
+		t.Errorf("replica B allowed the key %d times more than 1 s after the DELETE returned", lateB)
+	}
+}
