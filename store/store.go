@@ -128,6 +128,40 @@ type KeyUpdate struct {
 	Metadata           json.RawMessage
 }
 
+// Apply returns k with the set fields of u applied at now: what an update
+// writes, the same for every store. Deactivating an inactive key keeps its
+// original disabled_at.
+func (u KeyUpdate) Apply(k keygate.Key, now time.Time) keygate.Key {
+	if u.Name != nil {
+		k.Name = *u.Name
+	}
+	if u.Active != nil {
+		switch {
+		case *u.Active:
+			k.DisabledAt = nil
+		case k.DisabledAt == nil:
+			k.DisabledAt = &now
+		}
+	}
+	if u.RateLimitPerMinute != nil {
+		k.RateLimitPerMinute = u.RateLimitPerMinute
+	}
+	if u.ClearRateLimit {
+		k.RateLimitPerMinute = nil
+	}
+	if u.ExpiresAt != nil {
+		t := u.ExpiresAt.UTC().Truncate(time.Microsecond)
+		k.ExpiresAt = &t
+	}
+	if u.ClearExpiresAt {
+		k.ExpiresAt = nil
+	}
+	if u.Metadata != nil {
+		k.Metadata = u.Metadata
+	}
+	return k
+}
+
 // Cursor is a position in a newest-first listing: the (created_at, id) of
 // the last item returned. The management API encodes it opaquely.
 type Cursor struct {

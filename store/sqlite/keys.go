@@ -372,33 +372,7 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		if err != nil {
 			return nil, err
 		}
-		next := old
-		if u.Name != nil {
-			next.Name = *u.Name
-		}
-		if u.Active != nil {
-			switch {
-			case *u.Active:
-				next.DisabledAt = nil
-			case old.DisabledAt == nil:
-				next.DisabledAt = &now
-			}
-		}
-		if u.RateLimitPerMinute != nil {
-			next.RateLimitPerMinute = u.RateLimitPerMinute
-		}
-		if u.ClearRateLimit {
-			next.RateLimitPerMinute = nil
-		}
-		if u.ExpiresAt != nil {
-			next.ExpiresAt = truncPtr(u.ExpiresAt)
-		}
-		if u.ClearExpiresAt {
-			next.ExpiresAt = nil
-		}
-		if u.Metadata != nil {
-			next.Metadata = u.Metadata
-		}
+		next := u.Apply(old, now)
 		var rate *int64
 		if next.RateLimitPerMinute != nil {
 			v := int64(*next.RateLimitPerMinute)
