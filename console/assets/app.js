@@ -271,8 +271,10 @@ function openReveal(k, token, returnTo) {
   $('reveal-copy').focus(); // the panel has focus: its first action
 }
 
-// forgetReveal runs on every close of the panel (its button, Escape).
-function forgetReveal() {
+// forgetToken drops the token from the panel and the variable. It runs
+// the moment the panel is dismissed (its button, Escape), before the
+// close event, which a browser fires a task later.
+function forgetToken() {
   revealed = null;
   const node = $('reveal-token');
   const sel = window.getSelection();
@@ -281,6 +283,12 @@ function forgetReveal() {
   }
   clear(node);
   $('reveal-status').textContent = '';
+}
+
+// revealClosed runs on every close of the panel: focus goes back to what
+// opened it.
+function revealClosed() {
+  forgetToken();
   const back = revealReturn;
   revealReturn = null;
   if (state.client !== null) {
@@ -717,8 +725,12 @@ function wire() {
   }
 
   $('reveal-copy').addEventListener('click', copyToken);
-  $('reveal-close').addEventListener('click', () => $('reveal-dialog').close());
-  $('reveal-dialog').addEventListener('close', forgetReveal);
+  $('reveal-close').addEventListener('click', () => {
+    forgetToken();
+    $('reveal-dialog').close();
+  });
+  $('reveal-dialog').addEventListener('cancel', forgetToken);
+  $('reveal-dialog').addEventListener('close', revealClosed);
 }
 
 async function start() {

@@ -1,0 +1,557 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+var updateDocs = flag.Bool("update-docs", false, "write the keys view's screenshot to docs/console-keys.png")
+
+// chromium finds Debian's Chromium. Without it the browser tests skip,
+// unless KEYGATE_TEST_REQUIRE_BROWSER=1 (CI), where they fail.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	msg := "console: no Chromium at /usr/bin/chromium or in PATH, so the browser tests cannot run " +
+		"(apt-get install -y chromium)"
+	if os.Getenv("KEYGATE_TEST_REQUIRE_BROWSER") == "1" {
+		t.Fatal(msg + "; KEYGATE_TEST_REQUIRE_BROWSER=1, so this fails instead of skipping")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// tab is one headless Chromium tab and what it has seen.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu       sync.Mutex
+	requests []string // every URL the page asked for
+	problems []string // uncaught exceptions and CSP violations
+}
+
+// newTab starts Chromium with a fresh profile and nothing that reaches
+// the network on its own (this machine has none), and opens a tab.
+func newTab(t *testing.T) *tab {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(cancelTab)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	tb := &tab{t: t, ctx: ctx}
+	err := chromedp.Listen(ctx, func(ev any) {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		switch ev := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			tb.requests = append(tb.requests, ev.Request.URL)
+		case *cdpruntime.EventExceptionThrown:
+			tb.problems = append(tb.problems, "exception: "+ev.ExceptionDetails.Text+" "+exceptionDescription(ev.ExceptionDetails))
+		case *cdplog.EventEntryAdded:
+			if strings.Contains(ev.Entry.Text, "Content Security Policy") {
+				tb.problems = append(tb.problems, "CSP: "+ev.Entry.Text)
+			}
+		case *cdpruntime.EventConsoleAPICalled:
+			if ev.Type == cdpruntime.ConsoleAPICalledTypeError {
+				tb.problems = append(tb.problems, "console.error")
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func exceptionDescription(d *cdpruntime.ExceptionDetails) string {
+	if d.Exception != nil {
+		return d.Exception.Description
+	}
+	return ""
+}
+
+// do runs actions with a per-step timeout, failing the test on an error.
+func (tb *tab) do(actions ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		tb.t.Fatalf("browser: %v", err)
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its value into T.
+func eval[T any](tb *tab, js string) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		tb.t.Fatalf("evaluating %s: %v", js, err)
+	}
+	return v
+}
+
+// waitFor polls a JavaScript condition from Go (chromedp.Poll compiles its
+// predicate with new Function, which the console's CSP rightly refuses).
+func (tb *tab) waitFor(what, js string) {
+	tb.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if eval[bool](tb, "!!("+js+")") {
+			return
+		}
+		if time.Now().After(deadline) {
+			errs := eval[[]string](tb, `[...document.querySelectorAll('.error:not([hidden])')].map((e) => e.id + ': ' + e.textContent)`)
+			tb.t.Fatalf("waiting for %s (%s): timed out; errors shown: %q", what, js, errs)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (tb *tab) click(id string) { tb.t.Helper(); tb.do(chromedp.Click(chromedp.ID(id))) }
+
+// setValue sets a form control's value and fires input and change, as
+// typing or picking would.
+func (tb *tab) setValue(id, value string) {
+	tb.t.Helper()
+	v, _ := json.Marshal(value)
+	eval[chromedp.Void](tb, fmt.Sprintf(`(() => { const e = document.getElementById(%q); e.value = %s;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); })()`, id, v))
+}
+
+func (tb *tab) text(id string) string {
+	tb.t.Helper()
+	return eval[string](tb, fmt.Sprintf("document.getElementById(%q).textContent", id))
+}
+
+// waitFocus waits until the element with id has focus: dialogs give focus
+// back on their close event, a task after they closed.
+func (tb *tab) waitFocus(what, id string) {
+	tb.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := tb.activeID()
+		if got == id {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.t.Errorf("focus %s: #%s, want #%s", what, got, id)
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (tb *tab) activeID() string {
+	tb.t.Helper()
+	return eval[string](tb, "document.activeElement ? document.activeElement.id : ''")
+}
+
+// screenshot saves the viewport as name.png in the test's artifact
+// directory (a temporary one unless go test -artifacts) and returns the path.
+func (tb *tab) screenshot(name string) string {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		tb.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(tb.t.ArtifactDir(), name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		tb.t.Fatal(err)
+	}
+	tb.t.Logf("screenshot of the %s view: %s", name, p)
+	return p
+}
+
+// domHolds reports whether s is anywhere in the page: its markup, or the
+// value of any form control (which the markup does not show).
+func (tb *tab) domHolds(s string) bool {
+	tb.t.Helper()
+	return eval[bool](tb, fmt.Sprintf(`(() => { const s = %q;
+		return document.documentElement.outerHTML.includes(s) ||
+			[...document.querySelectorAll('input, textarea, select')].some((e) => e.value.includes(s)); })()`, s))
+}
+
+// domCount counts s in the page's text.
+func (tb *tab) domCount(s string) int {
+	tb.t.Helper()
+	return eval[int](tb, fmt.Sprintf(`document.documentElement.textContent.split(%q).length - 1`, s))
+}
+
+// signIn pastes token into the sign-in form and submits it with Enter.
+func (tb *tab) signIn(token string) {
+	tb.t.Helper()
+	tb.do(chromedp.WaitVisible(chromedp.ID("signin-key")))
+	tb.setValue("signin-key", "")
+	tb.do(chromedp.SendKeys(chromedp.ID("signin-key"), token+kb.Enter))
+}
+
+// api calls the management API directly, as a script would.
+func api(t *testing.T, s *server, token, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, s.url(path), rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+var tokenShape = regexp.MustCompile(`^sk_live_[0-9A-Za-z]{38}$`)
+
+// TestBrowser_ConsoleEndToEnd drives the console in headless Chromium
+// against a real keygate serve on PostgreSQL, as a user would: admin
+// creates, copies, rolls, deactivates, edits and revokes a key, and
+// keygate check confirms each decision; a member sees only their keys; a
+// publishable key is refused with the API's message. The page talks to no
+// host but its own and trips no CSP violation.
+func TestBrowser_ConsoleEndToEnd(t *testing.T) {
+	chromium(t) // skip before building anything
+	k := keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATABASE_URL=" + pgtest.NewDatabase(t)}}
+	adminToken := k.createKey(t, "--org", "acme", "--user", "admin", "--role", "admin", "--name", "Admin console")
+	aliceToken := k.createKey(t, "--org", "acme", "--user", "alice", "--role", "member", "--name", "Alice's laptop")
+	publishable := k.createKey(t, "--org", "acme", "--user", "alice", "--type", "publishable", "--name", "Checkout widget")
+	k.createKey(t, "--org", "acme", "--user", "bob", "--role", "member", "--name", "Nightly export",
+		"--project", "proj_reports", "--expires-in", "90d", "--rate-limit", "600")
+	k.createKey(t, "--org", "acme", "--user", "admin", "--role", "viewer", "--name", "Staging smoke tests")
+	k.createKey(t, "--org", "globex", "--user", "admin", "--role", "admin", "--name", "Globex admin")
+	s := serve(t, k)
+	origin := "http://" + s.httpAddr
+
+	tb := newTab(t)
+	for _, name := range []string{"clipboard-read", "clipboard-write"} {
+		_, err := chromedp.CallBrowser(tb.ctx, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: name, AllowWithoutSanitization: true},
+			Setting:    browser.PermissionSettingGranted, Origin: origin,
+		})
+		if err != nil {
+			t.Logf("granting %s: %v (the copy falls back to selecting the text)", name, err)
+		}
+	}
+
+	// Signed out.
+	tb.do(chromedp.Navigate(origin+"/console"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	tb.waitFocus("on load", "signin-key")
+	tb.screenshot("signed-out")
+
+	// Admin signs in: the organization's keys, newest first, and whoami.
+	tb.signIn(adminToken)
+	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 5`)
+	if got := tb.text("whoami-org") + "|" + tb.text("whoami-user") + "|" + tb.text("whoami-scopes"); got != "acme|admin|admin, read, write" {
+		t.Errorf("whoami header: %q", got)
+	}
+	names := eval[[]string](tb, `[...document.querySelectorAll('#keys-body td.name > span:first-child')].map((e) => e.textContent)`)
+	if want := []string{"Staging smoke tests", "Nightly export", "Checkout widget", "Alice's laptop", "Admin console"}; strings.Join(names, "|") != strings.Join(want, "|") {
+		t.Errorf("admin's keys: %q, want %q (the organization's, newest first)", names, want)
+	}
+	if eval[string](tb, `sessionStorage.getItem('keygate.console.key')`) != adminToken {
+		t.Error("the key is not in sessionStorage")
+	}
+	if eval[int](tb, `localStorage.length`) != 0 || eval[string](tb, `document.cookie`) != "" {
+		t.Error("the console wrote to localStorage or a cookie")
+	}
+	if tb.domHolds(adminToken) {
+		t.Error("the signed-in key is in the DOM")
+	}
+	// The session survives a reload of the tab.
+	tb.do(chromedp.Reload())
+	tb.waitFor("the keys table after a reload", `document.querySelectorAll('#keys-body tr').length === 5`)
+
+	// Status filter.
+	tb.setValue("status-filter", "expired")
+	tb.waitFor("the expired filter", `document.querySelectorAll('#keys-body tr').length === 0 && !document.getElementById('keys-empty').hidden`)
+	tb.setValue("status-filter", "")
+	tb.waitFor("all keys again", `document.querySelectorAll('#keys-body tr').length === 5`)
+
+	// Create: a client-side metadata error, an API error with its
+	// request id, then a key.
+	tb.click("new-key")
+	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	tb.waitFocus("in the create form", "create-name")
+	scopes := eval[[]string](tb, `[...document.querySelectorAll('#create-scopes-list input')].map((e) => e.value)`)
+	if strings.Join(scopes, ",") != "admin,read,write" {
+		t.Errorf("scope choices %q, want the caller's: admin,read,write", scopes)
+	}
+	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "CI pipeline"))
+	tb.setValue("create-metadata", `[1, 2]`)
+	tb.click("create-submit")
+	tb.waitFor("the metadata error", `!document.getElementById('create-error').hidden`)
+	if got := tb.text("create-error"); !strings.Contains(got, "must be a JSON object") {
+		t.Errorf("client-side metadata error: %q", got)
+	}
+	tb.setValue("create-metadata", `{"blob": "`+strings.Repeat("x", 5000)+`"}`)
+	tb.click("create-submit")
+	tb.waitFor("the API's error", `document.querySelector('#create-error .request-id')`)
+	apiErr := tb.text("create-error")
+	_, direct := api(t, s, adminToken, "POST", "/v1/api-keys", map[string]any{"name": "x", "metadata": map[string]string{"blob": strings.Repeat("x", 5000)}})
+	if msg, _ := direct["error"].(map[string]any)["message"].(string); msg == "" || !strings.Contains(apiErr, msg) {
+		t.Errorf("create error shows %q, want the API's message %q", apiErr, msg)
+	}
+	if rid := eval[string](tb, `document.querySelector('#create-error .request-id').textContent`); rid == "" {
+		t.Error("create error shows no request id")
+	}
+	tb.setValue("create-metadata", `{"plan": "pro", "customer": "cus_42"}`)
+	tb.setValue("create-rate", "60")
+	tb.setValue("create-projects", "proj_web, proj_api")
+	tb.click("create-scope-admin") // unchecks admin
+	tb.screenshot("create-form")
+	tb.click("create-submit")
+
+	// The reveal panel: the token once, focus in the panel, copy.
+	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
+	tb.waitFocus("when the reveal panel opens", "reveal-copy")
+	token := tb.text("reveal-token")
+	keyID := tb.text("reveal-key-id")
+	if !tokenShape.MatchString(token) {
+		t.Fatalf("reveal panel shows %q, not a token", token)
+	}
+	if n := tb.domCount(token); n != 1 {
+		t.Errorf("the new token is %d times in the page, want once (the reveal panel)", n)
+	}
+	tb.screenshot("reveal-panel")
+	tb.click("reveal-copy")
+	tb.waitFor("the copy", `document.getElementById('reveal-status').textContent !== ''`)
+	var copied string
+	if status := tb.text("reveal-status"); strings.HasPrefix(status, "Copied") {
+		copied = eval[string](tb, `navigator.clipboard.readText()`)
+		t.Log("copy: read back from the clipboard (navigator.clipboard, permission granted over CDP)")
+	} else {
+		copied = eval[string](tb, `window.getSelection().toString()`)
+		t.Logf("copy: the clipboard was refused (%q); read the selected text of the reveal panel", status)
+	}
+	if copied != token {
+		t.Fatalf("copied %q, want the token %q", copied, token)
+	}
+	if code := s.check(t, token); code != 0 {
+		t.Errorf("keygate check with the created key: exit %d, want 0 (allowed)", code)
+	}
+	tb.click("reveal-close")
+	tb.waitFor("the reveal panel to close", `!document.getElementById('reveal-dialog').open`)
+	tb.waitFocus("after the reveal panel (what opened it)", "new-key")
+	if tb.domHolds(token) {
+		t.Error("the token is still in the DOM after the reveal panel closed")
+	}
+	row := fmt.Sprintf(`document.querySelector('#keys-body tr[data-key-id=%q]')`, keyID)
+	if got := eval[string](tb, row+`.textContent`); !strings.Contains(got, "CI pipeline") || !strings.Contains(got, "proj_api, proj_web") ||
+		!strings.Contains(got, "read, write") || strings.Contains(got, "admin, read") {
+		t.Errorf("new key's row: %q", got)
+	}
+	tb.screenshot("keys")
+	if *updateDocs {
+		b, err := os.ReadFile(filepath.Join(t.ArtifactDir(), "keys.png"))
+		if err == nil {
+			err = os.WriteFile(filepath.Join("..", "docs", "console-keys.png"), b, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Roll with no grace: the old token is denied at once, the new one works.
+	tb.click("roll-" + keyID)
+	tb.waitFor("the roll dialog", `document.getElementById('roll-dialog').open`)
+	if got := eval[string](tb, `document.getElementById('roll-grace').value`); got != "0" {
+		t.Errorf("default grace %q, want 0", got)
+	}
+	tb.click("roll-submit")
+	tb.waitFor("the reveal panel after the roll", `document.getElementById('reveal-dialog').open && document.getElementById('reveal-token').textContent !== ''`)
+	rolled := tb.text("reveal-token")
+	if !tokenShape.MatchString(rolled) || rolled == token {
+		t.Fatalf("roll revealed %q", rolled)
+	}
+	tb.do(chromedp.KeyEvent(kb.Escape)) // Escape closes and forgets too
+	tb.waitFor("the reveal panel to close", `!document.getElementById('reveal-dialog').open`)
+	if tb.domHolds(rolled) {
+		t.Error("the rolled token is still in the DOM after Escape")
+	}
+	tb.waitFocus("after the roll's reveal", "roll-"+keyID)
+	if code := s.check(t, token); code != 1 {
+		t.Errorf("keygate check with the token rolled with grace 0: exit %d, want 1 (denied)", code)
+	}
+	if code := s.check(t, rolled); code != 0 {
+		t.Errorf("keygate check with the new token: exit %d, want 0", code)
+	}
+
+	// Deactivate, activate.
+	tb.click("toggle-" + keyID)
+	tb.waitFor("inactive", row+`.dataset.status === 'inactive'`)
+	if code := s.check(t, rolled); code != 1 {
+		t.Errorf("keygate check with a deactivated key: exit %d, want 1", code)
+	}
+	tb.waitFocus("after deactivate", "toggle-"+keyID)
+	tb.do(chromedp.KeyEvent(kb.Enter)) // the focused Activate button, from the keyboard
+	tb.waitFor("active", row+`.dataset.status === 'active'`)
+	if code := s.check(t, rolled); code != 0 {
+		t.Errorf("keygate check with a reactivated key: exit %d, want 0", code)
+	}
+
+	// Edit name and rate limit.
+	tb.click("edit-" + keyID)
+	tb.waitFor("the edit dialog", `document.getElementById('edit-dialog').open`)
+	if got := eval[string](tb, `document.getElementById('edit-rate').value`); got != "60" {
+		t.Errorf("edit form's rate limit %q, want 60", got)
+	}
+	tb.setValue("edit-name", "CI pipeline (prod)")
+	tb.setValue("edit-rate", "30")
+	tb.click("edit-submit")
+	tb.waitFor("the edit", `!document.getElementById('edit-dialog').open && `+row+`.textContent.includes('CI pipeline (prod)')`)
+	_, got := api(t, s, adminToken, "GET", "/v1/api-keys/"+keyID, nil)
+	if d, _ := got["data"].(map[string]any); d["name"] != "CI pipeline (prod)" || d["rate_limit_per_minute"] != 30.0 {
+		t.Errorf("after the edit the API has %v", got["data"])
+	}
+	tb.waitFocus("after the edit", "edit-"+keyID)
+
+	// Revoke, after a confirmation that names the key.
+	tb.click("revoke-" + keyID)
+	tb.waitFor("the revoke dialog", `document.getElementById('revoke-dialog').open`)
+	if got := tb.text("revoke-text"); !strings.Contains(got, "CI pipeline (prod)") {
+		t.Errorf("revoke confirmation %q does not name the key", got)
+	}
+	tb.waitFocus("in the revoke dialog", "revoke-cancel")
+	tb.click("revoke-submit")
+	tb.waitFor("the revoked row to go", row+` === null`)
+	tb.waitFor("focus on the next row", `document.activeElement && document.activeElement.closest('#keys-body tr') !== null`)
+	if code := s.check(t, rolled); code != 1 {
+		t.Errorf("keygate check with the revoked key: exit %d, want 1", code)
+	}
+
+	// The audit trail.
+	tb.click("nav-audit")
+	tb.waitFor("the audit trail", `document.querySelectorAll('#audit-body tr').length > 0`)
+	actions := eval[[]string](tb, `[...document.querySelectorAll('#audit-body tr')].map((e) => e.dataset.action)`)
+	for _, want := range []string{"api_key.revoked", "api_key.updated", "api_key.rolled", "api_key.created", "organization.created"} {
+		if !strings.Contains(strings.Join(actions, " "), want) {
+			t.Errorf("audit trail %q lacks %s", actions, want)
+		}
+	}
+	if actions[0] != "api_key.revoked" {
+		t.Errorf("audit trail starts with %s, want the revoke (newest first)", actions[0])
+	}
+	tb.screenshot("audit")
+
+	// Sign out forgets the key.
+	tb.click("sign-out")
+	tb.waitFor("the sign-in view", `!document.getElementById('signin-view').hidden`)
+	if eval[int](tb, `sessionStorage.length`) != 0 {
+		t.Error("sign-out left the key in sessionStorage")
+	}
+
+	// A member sees their own keys only, page by page.
+	for i := range 21 {
+		if code, body := api(t, s, aliceToken, "POST", "/v1/api-keys", map[string]any{"name": fmt.Sprintf("Alice batch %02d", i)}); code != 201 {
+			t.Fatalf("creating alice's key %d: %d %v", i, code, body)
+		}
+	}
+	tb.signIn(aliceToken)
+	tb.waitFor("a first page", `document.querySelectorAll('#keys-body tr').length === 20 && !document.getElementById('keys-more').hidden`)
+	if !eval[bool](tb, `document.getElementById('nav-audit').hidden`) {
+		t.Error("a member is offered the audit trail")
+	}
+	tb.click("keys-more")
+	tb.waitFor("the last page", `document.getElementById('keys-more').hidden && document.querySelectorAll('#keys-body tr').length === 23`)
+	users := eval[[]string](tb, `[...new Set([...document.querySelectorAll('#keys-body td.user')].map((e) => e.textContent))]`)
+	if strings.Join(users, ",") != "alice" {
+		t.Errorf("a member sees keys of %q, want alice's only", users)
+	}
+	tb.click("sign-out")
+
+	// A publishable key is refused with the API's message.
+	code, refusal := api(t, s, publishable, "GET", "/v1/whoami", nil)
+	msg, _ := refusal["error"].(map[string]any)["message"].(string)
+	if code != 403 || msg == "" {
+		t.Fatalf("API answer to a publishable key: %d %v", code, refusal)
+	}
+	tb.signIn(publishable)
+	tb.waitFor("the refusal", `!document.getElementById('signin-error').hidden`)
+	if got := tb.text("signin-error"); !strings.Contains(got, msg) || !strings.Contains(got, "Request id") {
+		t.Errorf("publishable sign-in shows %q, want the API's message %q and a request id", got, msg)
+	}
+	if !eval[bool](tb, `document.getElementById('keys-view').hidden && sessionStorage.length === 0`) {
+		t.Error("a publishable key got past sign-in")
+	}
+
+	// Nothing went anywhere but the server, and the page broke no rule.
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	sawAPI := false
+	for _, raw := range tb.requests {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme == "data" {
+			continue
+		}
+		if u.Scheme != "http" || u.Host != s.httpAddr {
+			t.Errorf("the page requested %s: not its own origin %s", raw, origin)
+		}
+		sawAPI = sawAPI || strings.HasPrefix(u.Path, "/v1/")
+	}
+	if !sawAPI {
+		t.Errorf("saw no API request among %d requests: is the network listener working?", len(tb.requests))
+	}
+	for _, p := range tb.problems {
+		t.Errorf("page: %s", p)
+	}
+}
