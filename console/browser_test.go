@@ -61,7 +61,7 @@ type tab struct {
 
 // newTab starts Chromium with a fresh profile and nothing that reaches
 // the network on its own (this machine has none), and opens a tab.
-func newTab(t *testing.T) *tab {
+func newTab(t *testing.T, extra ...chromedp.ExecAllocatorOption) *tab {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
@@ -75,6 +75,7 @@ func newTab(t *testing.T) *tab {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1440, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancelTab := chromedp.NewContext(actx)
@@ -226,6 +227,15 @@ func (tb *tab) domHolds(s string) bool {
 func (tb *tab) domCount(s string) int {
 	tb.t.Helper()
 	return eval[int](tb, fmt.Sprintf(`document.documentElement.textContent.split(%q).length - 1`, s))
+}
+
+// unlabelled lists the form controls without an accessible name: no
+// label, no aria-label, and (for a button) no text.
+func (tb *tab) unlabelled() []string {
+	tb.t.Helper()
+	return eval[[]string](tb, `[...document.querySelectorAll('input, select, textarea, button')].filter((e) =>
+		!((e.labels && e.labels.length > 0) || e.getAttribute('aria-label') || (e.tagName === 'BUTTON' && e.textContent.trim() !== '')))
+		.map((e) => e.id || e.tagName)`)
 }
 
 // signIn pastes token into the sign-in form and submits it with Enter.
@@ -479,6 +489,12 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 		t.Errorf("keygate check with the revoked key: exit %d, want 1", code)
 	}
 
+	// Every control has a name, the table's row buttons and the create
+	// form's scope boxes included.
+	if got := tb.unlabelled(); len(got) != 0 {
+		t.Errorf("controls without a label: %q", got)
+	}
+
 	// The audit trail.
 	tb.click("nav-audit")
 	tb.waitFor("the audit trail", `document.querySelectorAll('#audit-body tr').length > 0`)
@@ -519,6 +535,29 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	}
 	tb.click("sign-out")
 
+	// The admin's audit trail now runs to two pages.
+	total := 0
+	for cursor := ""; ; {
+		_, page := api(t, s, adminToken, "GET", "/v1/audit-events?limit=200"+cursor, nil)
+		data, _ := page["data"].([]any)
+		total += len(data)
+		next, _ := page["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = "&cursor=" + url.QueryEscape(next)
+	}
+	if total <= 20 {
+		t.Fatalf("the audit trail has %d events, too few for a second page", total)
+	}
+	tb.signIn(adminToken)
+	tb.waitFor("the keys table", `!document.getElementById('keys-view').hidden`)
+	tb.click("nav-audit")
+	tb.waitFor("a first page of events", `document.querySelectorAll('#audit-body tr').length === 20 && !document.getElementById('audit-more').hidden`)
+	tb.click("audit-more")
+	tb.waitFor("every event", fmt.Sprintf(`document.getElementById('audit-more').hidden && document.querySelectorAll('#audit-body tr').length === %d`, total))
+	tb.click("sign-out")
+
 	// A publishable key is refused with the API's message.
 	code, refusal := api(t, s, publishable, "GET", "/v1/whoami", nil)
 	msg, _ := refusal["error"].(map[string]any)["message"].(string)
@@ -534,7 +573,13 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 		t.Error("a publishable key got past sign-in")
 	}
 
-	// Nothing went anywhere but the server, and the page broke no rule.
+	tb.checkOwnOriginOnly(s.httpAddr)
+}
+
+// checkOwnOriginOnly fails the test if the page asked any host but host
+// (its own), or threw or tripped the CSP.
+func (tb *tab) checkOwnOriginOnly(host string) {
+	tb.t.Helper()
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	sawAPI := false
@@ -543,15 +588,66 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 		if err != nil || u.Scheme == "data" {
 			continue
 		}
-		if u.Scheme != "http" || u.Host != s.httpAddr {
-			t.Errorf("the page requested %s: not its own origin %s", raw, origin)
+		if u.Scheme != "http" || u.Host != host {
+			tb.t.Errorf("the page requested %s: not its own origin http://%s", raw, host)
 		}
 		sawAPI = sawAPI || strings.HasPrefix(u.Path, "/v1/")
 	}
 	if !sawAPI {
-		t.Errorf("saw no API request among %d requests: is the network listener working?", len(tb.requests))
+		tb.t.Errorf("saw no API request among %d requests: is the network listener working?", len(tb.requests))
 	}
 	for _, p := range tb.problems {
-		t.Errorf("page: %s", p)
+		tb.t.Errorf("page: %s", p)
 	}
+}
+
+// TestBrowser_QuickStartOwnerKeyAndCopyFallback follows the README's
+// quick start: the first `keygate serve` on the embedded store prints an
+// owner key, which signs in to the console. The page is served under a
+// host name that is not a secure context (plain HTTP, not localhost), so
+// the browser offers no clipboard API and the copy button selects the
+// token instead.
+func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
+	chromium(t)
+	s := serve(t, keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATA_DIR=" + t.TempDir()}})
+	lines := strings.Split(strings.TrimSpace(s.stdout.String()), "\n")
+	owner := lines[len(lines)-1]
+	if !tokenShape.MatchString(owner) {
+		t.Fatalf("serve printed %q, want the owner key on its last line", s.stdout.String())
+	}
+	_, port, _ := strings.Cut(s.httpAddr, ":")
+	host := "console.test:" + port
+	tb := newTab(t, chromedp.Flag("host-resolver-rules", "MAP console.test 127.0.0.1"))
+
+	tb.do(chromedp.Navigate("http://"+host+"/console"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	if eval[bool](tb, `window.isSecureContext`) {
+		t.Fatal("http://console.test is a secure context; the fallback is not exercised")
+	}
+	tb.signIn(owner)
+	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 1`)
+	if got := tb.text("whoami-org") + "|" + tb.text("whoami-user"); got != "default|admin" {
+		t.Errorf("whoami %q, want default|admin", got)
+	}
+	tb.click("new-key")
+	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "From the quick start"+kb.Enter))
+	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
+	token := tb.text("reveal-token")
+	tb.click("reveal-copy")
+	tb.waitFor("the fallback", `document.getElementById('reveal-status').textContent.includes('selected')`)
+	if got := eval[string](tb, `window.getSelection().toString()`); got != token {
+		t.Errorf("selected %q, want the token %q", got, token)
+	}
+	tb.click("reveal-close")
+	tb.waitFor("the panel to close", `!document.getElementById('reveal-dialog').open`)
+	if tb.domHolds(token) {
+		t.Error("the token is still in the DOM after the panel closed")
+	}
+	if got := eval[string](tb, `window.getSelection().toString()`); got != "" {
+		t.Errorf("the selection still holds %q after the panel closed", got)
+	}
+	if code := s.check(t, token); code != 0 {
+		t.Errorf("keygate check with the key created from the quick start: exit %d, want 0", code)
+	}
+	tb.checkOwnOriginOnly(host)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,20 +20,45 @@ import (
 	"time"
 )
 
-// buildKeygate builds the keygate binary into a temporary directory: the
-// console is tested inside the real `keygate serve`, as a user runs it.
+// built is the keygate binary, built once for the tests of this package.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildKeygate builds the keygate binary (once): the console is tested
+// inside the real `keygate serve`, as a user runs it.
 func buildKeygate(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	built.once.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		if built.dir, built.err = os.MkdirTemp("", "keygate-console-test-"); built.err != nil {
+			return
+		}
+		bin := filepath.Join(built.dir, "keygate")
+		out, err := exec.Command(goTool, "build", "-o", bin, "github.com/keygate/keygate/cmd/keygate").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build ./cmd/keygate: %v\n%s", err, out)
+			return
+		}
+		built.bin = bin
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	bin := filepath.Join(t.TempDir(), "keygate")
-	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/keygate/keygate/cmd/keygate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/keygate: %v\n%s", err, out)
-	}
-	return bin
+	return built.bin
 }
 
 // lockedBuffer is a buffer a process writes to while the test reads it.
