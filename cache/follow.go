@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,9 @@ type Follower struct {
 	last     atomic.Int64 // last applied sequence
 	syncedAt atomic.Int64 // unix nanoseconds of the last complete read of the log
 	wake     chan struct{}
+	// syncMu makes Syncs one at a time: Run's and the management API's
+	// (which syncs before it answers a revoke) would otherwise race on last.
+	syncMu sync.Mutex
 
 	applied prometheus.Counter
 	purges  prometheus.Counter
@@ -174,6 +178,8 @@ func (f *Follower) Run(ctx context.Context) error {
 // log was pruned past that point, it purges the whole cache and continues
 // from the log's end.
 func (f *Follower) Sync(ctx context.Context) error {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
 	start := f.now()
 	for {
 		evs, err := f.src.Events(ctx, f.last.Load(), eventBatch)

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,3 +135,41 @@ func TestFollower_RunPollsUntilContextEnds(t *testing.T) {
 		t.Errorf("LastSeq = %d, want 1", f.LastSeq())
 	}
 }
+
+func TestFollower_ConcurrentSyncsApplyEachEventOnce(t *testing.T) {
+	log := &fakeLog{}
+	rec := &countingInvalidator{}
+	f, err := NewFollower(log, rec, time.Hour, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ {
+		log.add(keygate.Event{Kind: keygate.EventKeyRevoked})
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Sync(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := rec.n.Load(); got != 500 {
+		t.Errorf("events applied = %d, want 500 (each once)", got)
+	}
+	if f.LastSeq() != 500 {
+		t.Errorf("LastSeq = %d, want 500", f.LastSeq())
+	}
+}
+
+type countingInvalidator struct{ n atomic.Int64 }
+
+func (c *countingInvalidator) Apply(keygate.Event)  { c.n.Add(1) }
+func (c *countingInvalidator) Purge()               {}
+func (c *countingInvalidator) MarkSynced(time.Time) {}
