@@ -87,6 +87,7 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 	runs := fs.Int("runs", 3, "runs of every measurement (tables show the median, min and max)")
 	dur := fs.Duration("dur", 5*time.Second, "length of one timed run")
 	keys := fs.Int("keys", 1_000_000, "keys of the million scenario")
+	sweep := fs.Bool("sweep", true, "million: after the cold misses, check every key (then warm runs and memory); false stops after the cold misses")
 	revocations := fs.Int("revocations", 50, "keys revoked in the revoke scenario")
 	ghz := fs.String("ghz", "", "ghz binary (default: ghz on PATH or in $(go env GOPATH)/bin; \"off\" skips it)")
 	before := fs.String("before", "", "a keygate checkout to compare against in the hits scenario (built like this one)")
@@ -109,7 +110,7 @@ func runScenarios(args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	e := &env{serverURL: *server, work: dir, runs: *runs, dur: *dur, out: stdout, log: stderr}
+	e := &env{serverURL: *server, work: dir, runs: *runs, dur: *dur, sweep: *sweep, out: stdout, log: stderr}
 	e.ghz = findGhz(*ghz, stderr)
 
 	root, err := moduleRoot()

@@ -78,7 +78,7 @@ func startKeygate(ctx context.Context, bin, name, dbURL string, cacheMaxBytes in
 }
 
 // startNull runs this harness's null ext_authz server as a child process.
-func startNull(ctx context.Context, name string, defaults bool, logDir string) (*child, error) {
+func startNull(ctx context.Context, name string, defaults bool, logDir string, extra ...string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -92,6 +92,7 @@ func startNull(ctx context.Context, name string, defaults bool, logDir string) (
 	if defaults {
 		args = append(args, "-grpc-defaults")
 	}
+	args = append(args, extra...)
 	if err := c.start(ctx, self, args, logDir); err != nil {
 		return nil, err
 	}
