@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,14 +21,34 @@ import (
 	"github.com/keygate/keygate/ratelimit"
 )
 
-// headerNames are the names of the identity headers for one prefix.
+// headerNames are the names of the identity headers for one prefix, and
+// the parts of an allow that many keys share under it.
 type headerNames struct {
 	prefix                                                       string
 	keyID, orgID, userID, scopes, keyType, environment, projects string
+	// shared interns, by header name and value, the headers and metadata
+	// values that few distinct values take across all keys: key type,
+	// environment and scope set. A cached key then holds pointers to
+	// them instead of its own copies (each header is two protobuf
+	// messages, ≈ 160 bytes).
+	shared sync.Map // sharedKey → *corev3.HeaderValueOption or *structpb.Value
 }
 
-func newHeaderNames(prefix string) headerNames {
-	return headerNames{
+type sharedKey struct {
+	kind        byte // 'h' header, 'v' metadata value
+	name, value string
+}
+
+// interned holds one headerNames per prefix: every record prepared with a
+// prefix shares its names and interned parts. Read-only data, keyed by a
+// validated flag value: a deployment has one or two prefixes.
+var interned sync.Map // prefix → *headerNames
+
+func newHeaderNames(prefix string) *headerNames {
+	if n, ok := interned.Load(prefix); ok {
+		return n.(*headerNames)
+	}
+	n, _ := interned.LoadOrStore(prefix, &headerNames{
 		prefix:      prefix,
 		keyID:       prefix + "key-id",
 		orgID:       prefix + "org-id",
@@ -36,7 +57,29 @@ func newHeaderNames(prefix string) headerNames {
 		keyType:     prefix + "key-type",
 		environment: prefix + "environment",
 		projects:    prefix + "project-ids",
+	})
+	return n.(*headerNames)
+}
+
+// sharedHeader is the interned header name: value.
+func (n *headerNames) sharedHeader(name, value string) *corev3.HeaderValueOption {
+	k := sharedKey{'h', name, value}
+	if h, ok := n.shared.Load(k); ok {
+		return h.(*corev3.HeaderValueOption)
 	}
+	h, _ := n.shared.LoadOrStore(k, header(name, value))
+	return h.(*corev3.HeaderValueOption)
+}
+
+// sharedValue is the interned metadata value for field: build() (called
+// only the first time; value names it).
+func (n *headerNames) sharedValue(field, value string, build func() *structpb.Value) *structpb.Value {
+	k := sharedKey{'v', field, value}
+	if v, ok := n.shared.Load(k); ok {
+		return v.(*structpb.Value)
+	}
+	v, _ := n.shared.LoadOrStore(k, build())
+	return v.(*structpb.Value)
 }
 
 // hasPrefix reports whether a header name starts with the identity prefix,
@@ -65,7 +108,7 @@ func header(name, value string) *corev3.HeaderValueOption {
 // prepared is what every allow for one key record carries, built once per
 // record and shared read-only by all responses for it.
 type prepared struct {
-	names   headerNames
+	names   *headerNames
 	headers []*corev3.HeaderValueOption
 	// sets reports which names the allow sets, so they are never also
 	// listed for removal (Envoy applies removals after sets).
@@ -92,42 +135,50 @@ const cacheAgeField = "cache_age_ms"
 // metaFields is the number of dynamic metadata fields, cache_age_ms included.
 const metaFields = 7
 
-func prepare(rec *keygate.KeyRecord, n headerNames) *prepared {
+func prepare(rec *keygate.KeyRecord, n *headerNames) *prepared {
 	k := &rec.Key
 	p := &prepared{names: n}
-	count := 6
+	own := 3 // key id, org id, user id; the project ids too when set
 	if len(k.ProjectIDs) > 0 {
-		count++
+		own++
 		p.setsProjects = true
 	}
-	// Two allocations for all the headers rather than two per header.
-	hvs := make([]corev3.HeaderValue, count)
-	hvos := make([]corev3.HeaderValueOption, count)
-	p.headers = make([]*corev3.HeaderValueOption, count)
+	// Two allocations for the key's own headers rather than two per
+	// header; the others are interned.
+	hvs := make([]corev3.HeaderValue, own)
+	hvos := make([]corev3.HeaderValueOption, own)
+	p.headers = make([]*corev3.HeaderValueOption, 0, own+3)
 	set := func(i int, name, value string) {
 		hvs[i].Key, hvs[i].Value = name, value
 		hvos[i].Header, hvos[i].Append = &hvs[i], overwrite()
-		p.headers[i] = &hvos[i]
+		p.headers = append(p.headers, &hvos[i])
 	}
+	joined := strings.Join(k.Scopes, ",")
 	set(0, n.keyID, k.ID)
 	set(1, n.orgID, k.OrgID)
 	set(2, n.userID, k.UserID)
-	set(3, n.scopes, strings.Join(k.Scopes, ","))
-	set(4, n.keyType, string(k.Type))
-	set(5, n.environment, string(k.Environment))
+	p.headers = append(p.headers,
+		n.sharedHeader(n.scopes, joined),
+		n.sharedHeader(n.keyType, string(k.Type)),
+		n.sharedHeader(n.environment, string(k.Environment)))
 	if p.setsProjects {
-		set(6, n.projects, strings.Join(k.ProjectIDs, ","))
-	}
-	scopes := make([]*structpb.Value, len(k.Scopes))
-	for i, s := range k.Scopes {
-		scopes[i] = structpb.NewStringValue(s)
+		set(3, n.projects, strings.Join(k.ProjectIDs, ","))
 	}
 	meta := make(map[string]*structpb.Value, metaFields)
 	meta["key_id"] = structpb.NewStringValue(k.ID)
 	meta["org_id"] = structpb.NewStringValue(k.OrgID)
 	meta["user_id"] = structpb.NewStringValue(k.UserID)
-	meta["scopes"] = structpb.NewListValue(&structpb.ListValue{Values: scopes})
-	meta["environment"] = structpb.NewStringValue(string(k.Environment))
+	// Scopes never hold a comma (SPEC §2), so the joined set names it.
+	meta["scopes"] = n.sharedValue("scopes", joined, func() *structpb.Value {
+		scopes := make([]*structpb.Value, len(k.Scopes))
+		for i, s := range k.Scopes {
+			scopes[i] = structpb.NewStringValue(s)
+		}
+		return structpb.NewListValue(&structpb.ListValue{Values: scopes})
+	})
+	meta["environment"] = n.sharedValue("environment", string(k.Environment), func() *structpb.Value {
+		return structpb.NewStringValue(string(k.Environment))
+	})
 	meta["metadata"] = metadataValue(k.Metadata)
 	p.meta.Store(&metaAt{ageMS: -1, st: &structpb.Struct{Fields: meta}})
 	return p
@@ -179,7 +230,7 @@ func metadataValue(raw json.RawMessage) *structpb.Value {
 
 // sets reports whether an allow for p sets header name (lower-case).
 func (p *prepared) sets(name string) bool {
-	n := &p.names
+	n := p.names
 	switch strings.ToLower(name) {
 	case n.keyID, n.orgID, n.userID, n.scopes, n.keyType, n.environment:
 		return true

@@ -93,7 +93,7 @@ type Server struct {
 	// once, for both the decision and its latency metric.
 	wallClock bool
 	log       *slog.Logger
-	names     headerNames
+	names     *headerNames
 	denies    map[keygate.Code]*denial
 	m         *metrics
 	defPol    *policy.Policy
