@@ -130,6 +130,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 					return err
 				}
 				p.rules = append(p.rules, r)
+				p.bits = append(p.bits, r.methods.mask())
 				return nil
 			})
 		default: // projects

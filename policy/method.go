@@ -81,3 +81,12 @@ func validMethod(m string) bool {
 	}
 	return true
 }
+
+// mask is the set's bits for a common method's quick test: every bit when
+// the rule lists no methods.
+func (s *methodSet) mask() uint16 {
+	if s.all {
+		return 0xffff
+	}
+	return s.bits
+}

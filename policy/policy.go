@@ -43,6 +43,10 @@ type Route struct {
 // keygate.project patterns. A Policy is safe for concurrent use.
 type Policy struct {
 	rules []rule
+	// bits holds, contiguously, each rule's method bits (every bit for a
+	// rule without methods), so match skips a rule of other methods
+	// without touching the rule itself.
+	bits []uint16
 	// projects are the file's project patterns; nil with hasProjects false
 	// means the default ones. An empty list the file gives means no path
 	// names a project.
@@ -150,6 +154,26 @@ func (p *Policy) fromExtensions(ext map[string]string) (r Route, hasScope, hasPu
 // match returns the first rule whose methods and path match, or nil.
 func (p *Policy) match(method, path string) *rule {
 	m := methodBit(method)
+	if len(p.bits) != len(p.rules) {
+		return p.matchSlow(m, method, path)
+	}
+	for i, bits := range p.bits {
+		if m != 0 && bits&m == 0 {
+			continue // a common method the rule does not list
+		}
+		ru := &p.rules[i]
+		if m == 0 && !ru.methods.has(m, method) {
+			continue
+		}
+		if _, ok := ru.path.match(path); ok {
+			return ru
+		}
+	}
+	return nil
+}
+
+// matchSlow is match for a Policy built without bits.
+func (p *Policy) matchSlow(m uint16, method, path string) *rule {
 	for i := range p.rules {
 		ru := &p.rules[i]
 		if !ru.methods.has(m, method) {
