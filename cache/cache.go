@@ -121,9 +121,10 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	// ristretto wants about ten counters per item it may hold; entries
-	// average a few hundred bytes.
-	counters := cfg.MaxBytes / 256 * 10
+	// ristretto wants about ten counters per item it may hold, and an
+	// entry costs about 2 KiB (see cost); sizing the counters by a smaller
+	// entry would spend hundreds of MiB on counters for a large cache.
+	counters := cfg.MaxBytes / 2048 * 10
 	if counters < 1000 {
 		counters = 1000
 	}
@@ -322,7 +323,11 @@ const negativeCost = 128
 // cost estimates the bytes an entry holds, so --cache-max-bytes bounds
 // memory rather than a count of entries.
 func cost(r *keygate.KeyRecord) int64 {
-	n := 512 // entry, record and the precomputed allow, before variable parts
+	// The fixed part (entry, record, ristretto's item and the precomputed
+	// allow's protobuf messages) is calibrated against the live heap per
+	// cached key measured in BENCHMARKS.md (≈ 2.3 KB), so --cache-max-bytes
+	// bounds memory rather than an optimistic estimate of it.
+	n := 1024
 	k := &r.Key
 	n += len(k.ID) + len(k.OrgID) + len(k.UserID) + len(k.Name) + len(k.Prefix) + len(k.Last4) + len(k.Metadata)
 	for _, s := range k.Scopes {
