@@ -158,7 +158,6 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		DocsURL:          s.DocsURL,
 		DefaultRateLimit: s.RateLimit,
 		ClientIPHeader:   s.ClientIPHeader,
-		Now:              time.Now,
 	}
 }
 
