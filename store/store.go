@@ -169,6 +169,46 @@ type Cursor struct {
 	ID        string
 }
 
+// DefaultLimit is the page size of a listing that asks for none.
+const DefaultLimit = 50
+
+// PageLimit is the page size a listing with limit asks for.
+func PageLimit(limit int) int {
+	if limit <= 0 {
+		return DefaultLimit
+	}
+	return limit
+}
+
+// Trim cuts the limit+1 items a store read for a page of limit (newest
+// first) to the page, and returns the cursor of the next page: the
+// position of the page's last item, or nil when nothing came after it.
+func Trim[T any](items []T, limit int, pos func(T) Cursor) ([]T, *Cursor) {
+	if len(items) <= limit {
+		return items, nil
+	}
+	items = items[:limit]
+	next := pos(items[limit-1])
+	return items, &next
+}
+
+func keyPos(k keygate.Key) Cursor          { return Cursor{CreatedAt: k.CreatedAt, ID: k.ID} }
+func auditPos(e keygate.AuditEvent) Cursor { return Cursor{CreatedAt: e.CreatedAt, ID: e.ID} }
+
+// NewKeyPage is the page of a key listing that read keys for limit.
+func NewKeyPage(keys []keygate.Key, limit int) KeyPage {
+	var p KeyPage
+	p.Keys, p.Next = Trim(keys, limit, keyPos)
+	return p
+}
+
+// NewAuditPage is the page of an audit listing that read events for limit.
+func NewAuditPage(events []keygate.AuditEvent, limit int) AuditPage {
+	var p AuditPage
+	p.Events, p.Next = Trim(events, limit, auditPos)
+	return p
+}
+
 // ListKeys selects keys to list.
 type ListKeys struct {
 	OrgID  string

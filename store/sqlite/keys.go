@@ -459,15 +459,9 @@ func (s *Store) RollKey(ctx context.Context, orgID, id string, t store.NewToken,
 	return k, nil
 }
 
-// defaultLimit is the page size when a listing asks for none.
-const defaultLimit = 50
-
 // ListKeys lists an organization's keys that are not revoked, newest first.
 func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
+	limit := store.PageLimit(q.Limit)
 	now := trunc(q.Now)
 	if q.Now.IsZero() {
 		now = s.clock()
@@ -516,21 +510,12 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, 
 	if err := rows.Err(); err != nil {
 		return store.KeyPage{}, fmt.Errorf("sqlite: list keys: %w", err)
 	}
-	page := store.KeyPage{Keys: keys}
-	if len(keys) > limit {
-		page.Keys = keys[:limit]
-		last := page.Keys[limit-1]
-		page.Next = &store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
-	}
-	return page, nil
+	return store.NewKeyPage(keys, limit), nil
 }
 
 // ListAuditEvents lists an organization's audit trail, newest first.
 func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (store.AuditPage, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
+	limit := store.PageLimit(q.Limit)
 	query := `SELECT id, action, coalesce(actor_key_id, ''), coalesce(key_id, ''), org_id,
 		coalesce(request_id, ''), created_at FROM audit_events WHERE org_id = ?`
 	args := []any{q.OrgID}
@@ -558,13 +543,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (s
 	if err := rows.Err(); err != nil {
 		return store.AuditPage{}, fmt.Errorf("sqlite: list audit events: %w", err)
 	}
-	page := store.AuditPage{Events: events}
-	if len(events) > limit {
-		page.Events = events[:limit]
-		last := page.Events[limit-1]
-		page.Next = &store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
-	}
-	return page, nil
+	return store.NewAuditPage(events, limit), nil
 }
 
 // RecordLastUsed writes last_used_at for many keys in one statement, never
