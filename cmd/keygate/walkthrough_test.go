@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/httpapi"
@@ -334,21 +330,7 @@ func TestServe_StoreGoneIsServiceUnavailable(t *testing.T) {
 		t.Fatalf("check: exit %d %s", r.code, r.stdout)
 	}
 
-	admin := os.Getenv("KEYGATE_TEST_DATABASE_URL")
-	if admin == "" {
-		admin = pgtest.DefaultURL
-	}
-	u, _ := url.Parse(dbURL)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "DROP DATABASE "+strings.TrimPrefix(u.Path, "/")+" WITH (FORCE)"); err != nil {
-		t.Fatal(err)
-	}
+	adminExec(t, "DROP DATABASE "+dbName(t, dbURL)+" WITH (FORCE)")
 
 	never, _ := apikey.DefaultFormat().Generate("secret", "live")
 	for _, tok := range []string{second, never.String()} {
