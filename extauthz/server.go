@@ -158,9 +158,8 @@ type request struct {
 	clientIP  string // the --client-ip-header value
 	// prefixed counts client-sent headers with the identity prefix, which
 	// an allow removes (except those it sets).
-	prefixed  int
-	firstPref string
-	http      *authv3.AttributeContext_HttpRequest
+	prefixed int
+	http     *authv3.AttributeContext_HttpRequest
 	// retryAfter and limit are set by the steps that deny with them.
 	retryAfter time.Duration
 	limit      ratelimit.Result
@@ -189,9 +188,6 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 		r.creds.add(name, value)
 		if s.names.hasPrefix(name) {
 			r.prefixed++
-			if r.firstPref == "" {
-				r.firstPref = name
-			}
 		}
 		switch {
 		case r.requestID == "" && len(name) == len("x-request-id") && strings.EqualFold(name, "x-request-id"):
