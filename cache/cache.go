@@ -74,8 +74,11 @@ type Cache struct {
 	// organization's own generation, so a load that raced one is not cached.
 	orgEpoch atomic.Uint64
 	orgs     sync.Map // org id → *orgState
-	// syncedAt is when the events log was last read to its end (unix ns).
-	syncedAt atomic.Int64
+	// syncedAt is when the events log was last read to its end. It is a
+	// time.Time, not wall-clock nanoseconds, so that its monotonic reading
+	// measures the staleness: a wall clock stepped back must not stretch
+	// --max-staleness.
+	syncedAt atomic.Pointer[time.Time]
 
 	m metrics
 }
@@ -142,7 +145,8 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	}
 	c := &Cache{next: next, cfg: cfg, now: cfg.Now, store: rc}
 	// An empty cache is in sync: nothing it holds can be stale.
-	c.syncedAt.Store(cfg.Now().UnixNano())
+	now := cfg.Now()
+	c.syncedAt.Store(&now)
 	if err := c.registerMetrics(cfg.Registerer); err != nil {
 		rc.Close()
 		return nil, err
@@ -227,14 +231,15 @@ func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
 		e.epoch == c.epoch.Load() &&
 		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
 		now.Before(e.expires) &&
-		(c.cfg.MaxStaleness == 0 || now.UnixNano()-c.syncedAt.Load() <= int64(c.cfg.MaxStaleness))
+		(c.cfg.MaxStaleness == 0 || now.Sub(*c.syncedAt.Load()) <= c.cfg.MaxStaleness)
 }
 
 // MarkSynced records that every event committed before t has been applied.
+// t should come from the cache's clock (time.Now keeps a monotonic reading).
 func (c *Cache) MarkSynced(t time.Time) {
 	for {
 		old := c.syncedAt.Load()
-		if t.UnixNano() <= old || c.syncedAt.CompareAndSwap(old, t.UnixNano()) {
+		if !t.After(*old) || c.syncedAt.CompareAndSwap(old, &t) {
 			return
 		}
 	}
@@ -242,7 +247,7 @@ func (c *Cache) MarkSynced(t time.Time) {
 
 // SinceSync is how long ago the cache was last confirmed in sync.
 func (c *Cache) SinceSync() time.Duration {
-	return c.now().Sub(time.Unix(0, c.syncedAt.Load()))
+	return c.now().Sub(*c.syncedAt.Load())
 }
 
 // Stale reports whether the cache is past its staleness bound, so that
@@ -258,13 +263,18 @@ type loaded struct {
 
 func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
 	gen := c.bucket(&h).Load()
-	// The flight is keyed by the generation too: a caller that arrives after
-	// an invalidation must not join a load that started before it.
-	var fk [len(h) + 8]byte
+	epoch, orgEpoch := c.epoch.Load(), c.orgEpoch.Load()
+	// The flight is keyed by every generation a load depends on: the
+	// hash's bucket, the whole cache's (purges) and the organizations'
+	// (disable, enable). A caller that arrives after any invalidation was
+	// applied must not join a load that started before it.
+	var fk [len(h) + 24]byte
 	copy(fk[:], h[:])
 	binary.LittleEndian.PutUint64(fk[len(h):], gen)
+	binary.LittleEndian.PutUint64(fk[len(h)+8:], epoch)
+	binary.LittleEndian.PutUint64(fk[len(h)+16:], orgEpoch)
 	ch := c.flight.DoChan(string(fk[:]), func() (any, error) {
-		rec, err := c.loadOnce(h, gen)
+		rec, err := c.loadOnce(h, gen, epoch, orgEpoch)
 		return loaded{rec, err}, nil
 	})
 	select {
@@ -276,9 +286,9 @@ func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, e
 	}
 }
 
-func (c *Cache) loadOnce(h keygate.Hash, gen uint64) (*keygate.KeyRecord, error) {
-	epoch := c.epoch.Load()
-	orgEpoch := c.orgEpoch.Load()
+// loadOnce loads h for the generations read before the flight began, so
+// that what it caches is stale the moment any of them moves.
+func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.KeyRecord, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LoadTimeout)
 	defer cancel()
 	start := time.Now()

@@ -470,3 +470,63 @@ func TestLookup_PastMaxStalenessAsksTheStore(t *testing.T) {
 		t.Fatalf("after a sync: %v, %v; want the cached record", rec, err)
 	}
 }
+
+// A Check that arrives after an organization event or a purge was applied
+// must not join a load that began before it: that load may carry the
+// organization's old state (issue 12, item 1).
+func TestLookup_LoadStartedBeforeOrgEventOrPurgeIsNotJoinedAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		event func(c *Cache)
+	}{
+		{"organization disabled", func(c *Cache) {
+			c.Apply(keygate.Event{Kind: keygate.EventOrgDisabled, OrgID: "acme"})
+		}},
+		{"purge", func(c *Cache) { c.Purge() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFakeStore()
+			h := hashOf("k1")
+			fs.set(h, record("key_1", "acme"))
+			gate := make(chan struct{})
+			fs.gate = gate
+			fs.entered = make(chan struct{}, 1)
+			c := newTestCache(t, fs, nil)
+
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = c.LookupKey(context.Background(), h) // reads the enabled organization
+			}()
+			<-fs.entered
+
+			disabled := record("key_1", "acme")
+			disabled.OrgDisabled = true
+			fs.mu.Lock()
+			fs.recs[h] = disabled
+			fs.gate, fs.entered = nil, nil
+			fs.mu.Unlock()
+			tc.event(c)
+
+			got := make(chan *keygate.KeyRecord, 1)
+			go func() {
+				rec, _ := c.LookupKey(context.Background(), h)
+				got <- rec
+			}()
+			select {
+			case rec := <-got:
+				if rec == nil || !rec.OrgDisabled {
+					t.Fatalf("lookup after the event = %+v; want the disabled organization", rec)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("lookup after the event joined the load still held open before it")
+			}
+			close(gate)
+			<-done
+			c.store.Wait()
+			if rec, err := c.LookupKey(context.Background(), h); err != nil || !rec.OrgDisabled {
+				t.Fatalf("lookup after the old load returned = %+v, %v; want the disabled organization", rec, err)
+			}
+		})
+	}
+}
