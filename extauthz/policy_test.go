@@ -82,6 +82,10 @@ projects:
 		{"trailing dot", "GET", "/v1/admin/.", member, nil, &badPath},
 		{"encoded unreserved letter", "GET", "/v1/project%73/p2", p1, nil, &badPath},
 		{"dots in the query are fine", "GET", "/v1/things?next=/../x", member, nil, nil},
+		{"path parameter hides the admin route", "GET", "/v1/admin;x/users", member, nil, &badPath},
+		{"dot-dot-semicolon escapes the project", "GET", "/v1/projects/p1/..;/p2/secrets", p1, nil, &badPath},
+		{"encoded semicolon", "GET", "/v1/admin%3Bx/users", member, nil, &badPath},
+		{"semicolon in the query is fine", "GET", "/v1/things?a=1;b=2", member, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 // FuzzNormalizePath: CheckPath never panics, a path it accepts holds none
 // of the forms SPEC §3 forbids, and it agrees with referenceNormalized.
 func FuzzNormalizePath(f *testing.F) {
-	for _, s := range []string{"/", "/v1/a.b", "/v1/..a", "//", "/a/./b", "/a/..", "/%2E", "/%5c", `/a\b`, "a", "/a?//"} {
+	for _, s := range []string{"/", "/v1/a.b", "/v1/..a", "//", "/a/./b", "/a/..", "/%2E", "/%5c", `/a\b`, "a", "/a?//", "/a;b", "/a/..;/b", "/a%3Bb", "/a?;"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, path string) {
@@ -25,7 +25,7 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 		p, _, _ := strings.Cut(path, "?")
 		lower := strings.ToLower(p)
-		for _, bad := range []string{"//", "/./", "/../", "%2e", "%2f", "%5c", `\`} {
+		for _, bad := range []string{"//", "/./", "/../", "%2e", "%2f", "%5c", `\`, ";", "%3b"} {
 			if strings.Contains(lower, bad) {
 				t.Fatalf("CheckPath accepted %q, which contains %q", path, bad)
 			}

@@ -26,12 +26,18 @@ const (
 	// while an upstream that decodes it sees /v1/projects/p2.
 	errEncodedUnreserved notNormalized = "it percent-encodes a character that needs no encoding"
 	errBadEscape         notNormalized = "it contains a malformed percent escape"
+	// Tomcat, Jetty and Spring strip ";…" path parameters from a segment
+	// or resolve "..;" as "..", so /v1/admin;x/users and /v1/p/..;/q name
+	// another route upstream than the one matched here. An encoded ';'
+	// (%3b) is refused too: an upstream that decodes before it strips
+	// would see the same.
+	errSemicolon notNormalized = "it contains ; or %3b (a path parameter, which upstreams strip or resolve)"
 )
 
 // CheckPath reports whether the part of path before the first '?' is
 // normalized: it starts with '/' and holds no '//', no '.' or '..' segment
 // (in the middle as '/./' or '/../', or at the end as '/.' or '/..'), no
-// '%2e', '%2f' or '%5c' in either case, and no '\'. A path that is not
+// '%2e', '%2f' or '%5c' in either case, no '\', and no ';' or '%3b'. A path that is not
 // normalized may name a different resource upstream than the one the route
 // policy matched, so it is refused rather than repaired. The error matches
 // ErrNotNormalized. CheckPath does not allocate.
@@ -45,6 +51,8 @@ func CheckPath(path string) error {
 			return nil
 		case '\\':
 			return errBackslash
+		case ';':
+			return errSemicolon
 		case '%':
 			if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
 				return errBadEscape
@@ -52,6 +60,9 @@ func CheckPath(path string) error {
 			lo := path[i+2] | 0x20 // ASCII lower case for letters
 			if (path[i+1] == '2' && (lo == 'e' || lo == 'f')) || (path[i+1] == '5' && lo == 'c') {
 				return errEncoded
+			}
+			if path[i+1] == '3' && lo == 'b' {
+				return errSemicolon
 			}
 			if unreserved(byte(unhex(path[i+1])<<4 | unhex(path[i+2]))) {
 				return errEncodedUnreserved

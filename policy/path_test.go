@@ -12,7 +12,7 @@ func TestCheckPath(t *testing.T) {
 		"/", "/v1", "/v1/", "/v1/a.b", "/v1/..a", "/v1/a..", "/v1/.a/", "/v1/...", "/v1/a/...",
 		"/v1/%20x", "/v1/%25", "/v1/%3f", "/v1/%C3%A9", "/v1/a%2Bb",
 		"/v1/a?x=//", "/v1/a?x=/../", "/v1/a?%2e", `/v1/a?\`, "/v1/a?", "/?",
-		"/v1/a/.well-known",
+		"/v1/a/.well-known", "/v1/a?x=;", "/v1/a?;jsessionid=1",
 	}
 	bad := map[string][]string{
 		"it does not start with /": {"", "v1/a", "?/a", ".", "%2f"},
@@ -28,6 +28,9 @@ func TestCheckPath(t *testing.T) {
 			"/v1/%41", "/v1/project%73/p2", "/v1/%7E", "/v1/%7e", "/v1/%5F", "/v1/%2D", "/v1/%30",
 		},
 		"it contains a malformed percent escape": {"/v1/%", "/v1/%2", "/v1/%zz", "/v1/%g1", "/v1/a%", "/v1/%+1"},
+		"it contains ; or %3b (a path parameter, which upstreams strip or resolve)": {
+			"/v1/admin;x/users", "/v1/projects/p1/..;/p2/secrets", "/;", "/v1/a;", "/v1/a;?x", "/v1/a%3bb", "/v1/a%3B",
+		},
 	}
 	for _, p := range good {
 		if err := CheckPath(p); err != nil {
@@ -71,7 +74,7 @@ func referenceNormalized(path string) bool {
 		return false
 	}
 	lower := strings.ToLower(path)
-	for _, f := range []string{"%2e", "%2f", "%5c", `\`} {
+	for _, f := range []string{"%2e", "%2f", "%5c", `\`, ";", "%3b"} {
 		if strings.Contains(lower, f) {
 			return false
 		}
