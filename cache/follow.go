@@ -43,7 +43,9 @@ type Follower struct {
 	now      func() time.Time
 
 	last     atomic.Int64 // last applied sequence
-	syncedAt atomic.Int64 // unix nanoseconds of the last complete read of the log
+	// syncedAt is the last complete read of the log; nil before the first.
+	// A time.Time keeps the monotonic reading that SinceSync measures with.
+	syncedAt atomic.Pointer[time.Time]
 	wake     chan struct{}
 	// syncMu makes Syncs one at a time: Run's and the management API's
 	// (which syncs before it answers a revoke) would otherwise race on last.
@@ -110,10 +112,10 @@ func (f *Follower) LastSeq() int64 { return f.last.Load() }
 // before the first read.
 func (f *Follower) SinceSync() time.Duration {
 	t := f.syncedAt.Load()
-	if t == 0 {
+	if t == nil {
 		return time.Duration(1<<63 - 1)
 	}
-	return f.now().Sub(time.Unix(0, t))
+	return f.now().Sub(*t)
 }
 
 // Start finds the end of the log, from where Run follows it. A replica
@@ -124,7 +126,8 @@ func (f *Follower) Start(ctx context.Context) error {
 		return err
 	}
 	f.last.Store(seq)
-	f.syncedAt.Store(f.now().UnixNano())
+	now := f.now()
+	f.syncedAt.Store(&now)
 	return nil
 }
 
@@ -150,7 +153,7 @@ func (f *Follower) Replay() {
 func (f *Follower) Run(ctx context.Context) error {
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
-	started := f.syncedAt.Load() != 0
+	started := f.syncedAt.Load() != nil
 	for {
 		select {
 		case <-ctx.Done():
@@ -204,7 +207,7 @@ func (f *Follower) Sync(ctx context.Context) error {
 		}
 		if len(evs) < eventBatch {
 			// Everything committed before start is now applied.
-			f.syncedAt.Store(start.UnixNano())
+			f.syncedAt.Store(&start)
 			f.inv.MarkSynced(start)
 			return nil
 		}
