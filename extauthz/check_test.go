@@ -416,6 +416,8 @@ func TestCheck_RawHeaderMap(t *testing.T) {
 	}{
 		{"x-api-key twice, same token", raw("x-api-key", tok, "x-api-key", tok)},
 		{"authorization twice", raw("authorization", "Bearer "+tok, "authorization", "Bearer "+other)},
+		{"bearer and basic", raw("authorization", "Bearer "+tok, "authorization", "Basic eDp5")},
+		{"basic and bearer beside x-api-key", raw("authorization", "Basic eDp5", "authorization", "Bearer "+tok, "x-api-key", tok)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, _ := f.srv.Check(context.Background(), tt.req)
@@ -453,6 +455,16 @@ func TestCredentials(t *testing.T) {
 		{"basic beside x-api-key", [][2]string{{"authorization", "Basic abc"}, {"x-api-key", "t1"}}, "t1", fromAPIKey, ""},
 		{"digest with commas beside x-api-key", [][2]string{{"authorization", `Digest a="1", b="2"`}, {"x-api-key", "t1"}}, "t1", fromAPIKey, ""},
 		{"empty x-api-key beside bearer", [][2]string{{"x-api-key", ""}, {"authorization", "Bearer t1"}}, "t1", fromAuthorization, ""},
+		// Issue 12, item 6: several values of a credential header are
+		// conflicting_credentials whatever their schemes.
+		{"bearer and basic entries", [][2]string{{"authorization", "Bearer t1"}, {"authorization", "Basic abc"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"basic and bearer entries beside x-api-key", [][2]string{{"authorization", "Basic abc"}, {"authorization", "Bearer t1"}, {"x-api-key", "t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"two basic entries beside x-api-key", [][2]string{{"authorization", "Basic abc"}, {"authorization", "Basic def"}, {"x-api-key", "t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"joined basic then bearer", [][2]string{{"authorization", "Basic x, Bearer t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"joined basic then bearer beside x-api-key", [][2]string{{"authorization", "Basic x, Bearer t1"}, {"x-api-key", "t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"joined basic then lower-case bearer", [][2]string{{"authorization", "Basic x,bearer t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"x-api-key entry twice, one empty", [][2]string{{"x-api-key", ""}, {"x-api-key", "t1"}}, "", 0, keygate.CodeConflictingCredentials},
+		{"x-api-key with a trailing comma", [][2]string{{"x-api-key", "t1,"}}, "", 0, keygate.CodeConflictingCredentials},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

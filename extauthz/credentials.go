@@ -41,11 +41,20 @@ func visitHeaders(h *authv3.AttributeContext_HttpRequest, visit headerVisitor) {
 // following SPEC §3: x-api-key and/or authorization: Bearer, and what makes
 // them conflict or malformed.
 type credentials struct {
-	apiKey    string
-	apiKeyN   int
-	bearer    string
-	bearerN   int
-	otherAuth bool // an authorization that is not Bearer <token>
+	apiKey  string
+	apiKeyN int // non-empty x-api-key values
+	bearer  string
+	bearerN int
+	// authN and keyN count the header entries by name, whatever they
+	// hold: a credential header sent twice is several values, whatever
+	// their schemes (header_map sends each line as an entry).
+	authN, keyN int
+	otherAuth   bool // an authorization that is not Bearer <token>
+	// several is set by a value that holds several credentials: an
+	// x-api-key with a comma, or an authorization with a comma where some
+	// comma-separated part starts with Bearer (Envoy joins a repeated
+	// header with commas, and a token never holds one).
+	several bool
 }
 
 func (c *credentials) add(name, value string) {
@@ -53,13 +62,21 @@ func (c *credentials) add(name, value string) {
 	// The length test first: most headers are neither, and it is cheaper
 	// than a case-insensitive comparison.
 	case len(name) == len("x-api-key") && strings.EqualFold(name, "x-api-key"):
+		c.keyN++
 		v := strings.TrimSpace(value)
+		if strings.IndexByte(v, ',') >= 0 {
+			c.several = true
+		}
 		if v == "" {
 			return // an empty x-api-key carries no credential
 		}
 		c.apiKeyN++
 		c.apiKey = v
 	case len(name) == len("authorization") && strings.EqualFold(name, "authorization"):
+		c.authN++
+		if strings.IndexByte(value, ',') >= 0 && bearerPart(value) {
+			c.several = true
+		}
 		v := strings.TrimSpace(value)
 		scheme, rest := v, ""
 		if i := strings.IndexAny(v, " \t"); i >= 0 {
@@ -74,12 +91,29 @@ func (c *credentials) add(name, value string) {
 	}
 }
 
+// bearerPart reports whether some comma-separated part of an authorization
+// value starts with "Bearer", in any case. A single "Digest …, realm=…" is
+// one value; "Basic …, Bearer …" is two credentials.
+func bearerPart(v string) bool {
+	for v != "" {
+		part := v
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			part, v = v[:i], v[i+1:]
+		} else {
+			v = ""
+		}
+		part = strings.TrimLeft(part, " \t")
+		if len(part) >= len("bearer") && strings.EqualFold(part[:len("bearer")], "bearer") {
+			return true
+		}
+	}
+	return false
+}
+
 // token decides which token the request presents, or the code that denies
 // it. from says which headers carried the token.
 func (c *credentials) token() (tok string, from uint8, code keygate.Code) {
-	// Envoy joins a repeated header with commas, and a token never holds
-	// one: a comma means several credentials.
-	if c.apiKeyN > 1 || c.bearerN > 1 || strings.IndexByte(c.apiKey, ',') >= 0 || strings.IndexByte(c.bearer, ',') >= 0 {
+	if c.several || c.keyN > 1 || c.authN > 1 || c.bearerN > 1 {
 		return "", 0, keygate.CodeConflictingCredentials
 	}
 	switch {
