@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -61,10 +62,13 @@ type serveCmd struct {
 	EventsRetention   time.Duration `name:"events-retention" env:"KEYGATE_EVENTS_RETENTION" default:"168h" help:"Prune key events older than this (a replica further behind drops its cache)."`
 	PruneInterval     time.Duration `name:"prune-interval" env:"KEYGATE_PRUNE_INTERVAL" default:"1h" help:"How often old key events are pruned."`
 
-	Policy          string `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
-	RateLimit       int    `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
-	FailedAuthLimit int    `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
-	ClientIPHeader  string `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
+	Policy          string   `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
+	RateLimit       int      `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
+	FailedAuthLimit int      `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
+	ClientIPHeader  string   `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
+	TrustedProxies  []string `name:"trusted-proxies" env:"KEYGATE_TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128" sep:"," placeholder:"CIDR,..." help:"Proxies skipped in a list-valued --client-ip-header, and the only HTTP peers whose --client-ip-header is believed."`
+
+	trustedProxies []netip.Prefix
 
 	GRPCTLSCert       string        `name:"grpc-tls-cert" env:"KEYGATE_GRPC_TLS_CERT" placeholder:"FILE" help:"Serve gRPC over TLS with this certificate (PEM); reloaded when it changes."`
 	GRPCTLSKey        string        `name:"grpc-tls-key" env:"KEYGATE_GRPC_TLS_KEY" placeholder:"FILE" help:"Private key (PEM) of --grpc-tls-cert."`
@@ -123,6 +127,11 @@ func (s *serveCmd) Validate() error {
 			}
 		}
 	}
+	proxies, err := ratelimit.ParseTrustedProxies(s.TrustedProxies)
+	if err != nil {
+		return err // it names --trusted-proxies
+	}
+	s.trustedProxies = proxies
 	if s.FailedAuthLimit < 0 {
 		return fmt.Errorf("--failed-auth-limit %d must be 0 (off) or more", s.FailedAuthLimit)
 	}
@@ -158,6 +167,7 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		DocsURL:          s.DocsURL,
 		DefaultRateLimit: s.RateLimit,
 		ClientIPHeader:   s.ClientIPHeader,
+		TrustedProxies:   s.trustedProxies,
 	}
 }
 
