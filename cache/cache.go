@@ -224,6 +224,14 @@ func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyReco
 	return c.load(ctx, h)
 }
 
+// Known reports whether the cache holds a fresh record of a key for h,
+// without loading anything: the failed-auth throttle still answers a
+// blocked address for a token it knows (SPEC §3).
+func (c *Cache) Known(h keygate.Hash) bool {
+	e, ok := c.store.Get(key64(&h))
+	return ok && e.rec != nil && c.fresh(e, &h, c.now())
+}
+
 // fresh reports whether e may answer for h at now.
 func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
 	return subtle.ConstantTimeCompare(e.hash[:], h[:]) == 1 &&

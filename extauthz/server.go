@@ -56,6 +56,10 @@ type Config struct {
 	// ClientIPHeader (--client-ip-header) names the header holding the
 	// client address when Envoy sits behind a load balancer.
 	ClientIPHeader string
+	// TrustedProxies (--trusted-proxies) are the proxies skipped in a
+	// list-valued ClientIPHeader, and the only HTTP peers whose
+	// ClientIPHeader is believed. Nil means loopback only.
+	TrustedProxies []netip.Prefix
 	// Usage records every allowed use, for last_used_at; nil means none.
 	Usage UsageRecorder
 	// Now is the decision's clock for tests; nil is the real clock.
@@ -98,6 +102,7 @@ type Server struct {
 	m         *metrics
 	defPol    *policy.Policy
 	clientH   string
+	addrs     ratelimit.ClientAddrs
 }
 
 // New returns a Server deciding from lookup.
@@ -120,6 +125,9 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.TrustedProxies == nil {
+		cfg.TrustedProxies = ratelimit.DefaultTrustedProxies()
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -134,6 +142,7 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 		m:         m,
 		defPol:    policy.Default(),
 		clientH:   cfg.ClientIPHeader,
+		addrs:     ratelimit.ClientAddrs{Header: cfg.ClientIPHeader, Trusted: cfg.TrustedProxies},
 	}
 	s.denies = newDenials(cfg.DocsURL)
 	return s, nil
@@ -192,8 +201,14 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 		switch {
 		case r.requestID == "" && len(name) == len("x-request-id") && strings.EqualFold(name, "x-request-id"):
 			r.requestID = value
-		case s.clientH != "" && r.clientIP == "" && len(name) == len(s.clientH) && strings.EqualFold(name, s.clientH):
-			r.clientIP = value
+		case s.clientH != "" && len(name) == len(s.clientH) && strings.EqualFold(name, s.clientH):
+			// A list header sent twice (header_map) is one list, as Envoy
+			// joins it in the headers map: its right-most entry counts.
+			if r.clientIP == "" {
+				r.clientIP = value
+			} else {
+				r.clientIP += "," + value
+			}
 		}
 	})
 	if r.requestID == "" {
@@ -203,7 +218,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 	var addr netip.Addr
 	if s.cfg.Throttle != nil {
 		source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-		addr, _ = ratelimit.ClientAddr(source, s.clientH, r.clientIP)
+		addr, _ = s.addrs.Envoy(source, r.clientIP)
 	}
 
 	rec, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
@@ -227,45 +242,81 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 // extraction, format and checksum, lookup by hash, key status and
 // organization. It returns the key's record, or the code that denies the
 // request (and, for a throttled address, how long until it may retry).
+//
+// A throttled address is still answered for a token this replica knows to
+// be a live key (SPEC §3): one scanner behind a NAT or a gateway must not
+// lock out every key that works there. Any other token, and a known one
+// whose lookup then finds no live key, gets too_many_failed_attempts
+// without a lookup of its own, so the blocked address cannot test guesses.
 func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
-	if s.cfg.Throttle != nil && addr.IsValid() {
-		if d, blocked := s.cfg.Throttle.Blocked(addr); blocked {
+	throttled := s.cfg.Throttle != nil && addr.IsValid()
+	blocked := false
+	if throttled {
+		var d time.Duration
+		if d, blocked = s.cfg.Throttle.Blocked(addr); blocked {
 			*retryAfter = d
-			return nil, 0, keygate.CodeTooManyFailedAttempts
 		}
 	}
-	rec, from, code := s.identify(ctx, c, now)
+	tok, from, code := s.token(c)
+	if blocked && (code != "" || !s.known(tok.Hash())) {
+		return nil, 0, keygate.CodeTooManyFailedAttempts
+	}
+	var rec *keygate.KeyRecord
+	if code == "" {
+		rec, code = s.identify(ctx, tok, now)
+	}
 	switch code {
+	case "":
+		return rec, from, ""
 	case keygate.CodeInvalidAPIKey, keygate.CodeInvalidAuthorizationFormat, keygate.CodeConflictingCredentials:
-		if s.cfg.Throttle != nil && addr.IsValid() {
+		if throttled {
 			s.cfg.Throttle.Failed(addr)
 		}
 	}
-	return rec, from, code
+	if blocked {
+		return nil, 0, keygate.CodeTooManyFailedAttempts
+	}
+	return rec, 0, code
 }
 
-func (s *Server) identify(ctx context.Context, c *credentials, now time.Time) (*keygate.KeyRecord, uint8, keygate.Code) {
+// Known is what a Lookup may also offer: whether a hash is a live key it
+// holds now, without asking anything further (the cache).
+type Known interface {
+	Known(h keygate.Hash) bool
+}
+
+func (s *Server) known(h keygate.Hash) bool {
+	k, ok := s.lookup.(Known)
+	return ok && k.Known(h)
+}
+
+// token is credential extraction and the format and checksum step.
+func (s *Server) token(c *credentials) (apikey.Token, uint8, keygate.Code) {
 	raw, from, code := c.token()
 	if code != "" {
-		return nil, 0, code
+		return apikey.Token{}, 0, code
 	}
 	tok, err := s.cfg.Format.Parse(raw)
 	if err != nil {
 		// Malformed or a wrong checksum: denied before cache or store.
-		return nil, 0, keygate.CodeInvalidAPIKey
+		return apikey.Token{}, 0, keygate.CodeInvalidAPIKey
 	}
+	return tok, from, ""
+}
+
+// identify looks tok up and runs the key-status and organization steps.
+// The record is returned with api_key_inactive, api_key_expired and
+// organization_disabled too.
+func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) (*keygate.KeyRecord, keygate.Code) {
 	rec, err := s.lookup.LookupKey(ctx, tok.Hash())
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
-		return nil, 0, keygate.CodeInvalidAPIKey
+		return nil, keygate.CodeInvalidAPIKey
 	case err != nil:
 		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
-		return nil, 0, keygate.CodeServiceUnavailable
+		return nil, keygate.CodeServiceUnavailable
 	}
-	if code := keyState(rec, now); code != "" {
-		return rec, 0, code
-	}
-	return rec, from, ""
+	return rec, keyState(rec, now)
 }
 
 // keyState is the key-status and organization steps.
@@ -379,13 +430,15 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 	return a
 }
 
-// ClientAddr is the address whose failed authentications an HTTP request
-// counts: --client-ip-header when set and present, else the peer address.
+// ClientAddr is the client address of an HTTP request (SPEC §3): the
+// --client-ip-header only when the peer is inside --trusted-proxies (any
+// direct caller can write that header), else the peer address. Repeated
+// header lines are read as one list, as a proxy would join them.
 func (s *Server) ClientAddr(r *http.Request) netip.Addr {
 	var hv string
 	if s.clientH != "" {
-		hv = r.Header.Get(s.clientH)
+		hv = strings.Join(r.Header.Values(s.clientH), ",")
 	}
-	a, _ := ratelimit.ClientAddr(r.RemoteAddr, s.clientH, hv)
+	a, _ := s.addrs.Peer(r.RemoteAddr, hv)
 	return a
 }
