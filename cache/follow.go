@@ -42,7 +42,7 @@ type Follower struct {
 	logger   *slog.Logger
 	now      func() time.Time
 
-	last     atomic.Int64 // last applied sequence
+	last atomic.Int64 // last applied sequence
 	// syncedAt is the last complete read of the log; nil before the first.
 	// A time.Time keeps the monotonic reading that SinceSync measures with.
 	syncedAt atomic.Pointer[time.Time]
