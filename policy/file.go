@@ -169,7 +169,7 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 					return err
 				}
 				if !validMethod(m) {
-					return l.errorf(item, f, "%q is not an upper-case HTTP method", m)
+					return l.errorf(item, f, "%q is not an HTTP method (want %s, in upper case)", m, policyMethods)
 				}
 				r.methods.add(m)
 				return nil
@@ -210,7 +210,7 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 	if r.path == nil {
 		return rule{}, l.errorf(n, where+".path", "required")
 	}
-	if r.methods.bits == 0 && r.methods.other == nil {
+	if r.methods.bits == 0 {
 		r.methods.all = true
 	}
 	return r, nil

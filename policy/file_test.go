@@ -24,7 +24,9 @@ func TestLoad_StrictErrorsNameFileLineAndField(t *testing.T) {
 		{"bad_star_in_segment.yaml", `:3: rules[1].path: "/v1/files/*.txt" is not a valid path pattern: * and ** must be a whole segment`},
 		{"bad_doublestar_in_segment.yaml", `:2: rules[0].path: "/v1/a**" is not a valid path pattern: * and ** must be a whole segment`},
 		{"bad_project_in_rule.yaml", `:2: rules[0].path: "/v1/projects/{project}" is not a valid path pattern: {project} is allowed only in project patterns`},
-		{"bad_method.yaml", `:2: rules[0].methods[1]: "post" is not an upper-case HTTP method`},
+		{"bad_method.yaml", `:2: rules[0].methods[1]: "post" is not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE, in upper case)`},
+		{"bad_method_typo.yaml", `:3: rules[0].methods[0]: "GETT" is not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE, in upper case)`},
+		{"bad_method_extension.yaml", `:2: rules[0].methods[0]: "PURGE" is not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE, in upper case)`},
 		{"bad_methods_type.yaml", `:2: rules[0].methods: must be a list, not the string "GET"`},
 		{"bad_methods_empty.yaml", `:2: rules[0].methods: empty (omit methods for every method)`},
 		{"bad_publishable.yaml", `:3: rules[0].publishable: must be true or false, not the string "true"`},
@@ -72,7 +74,7 @@ func TestParse_AcceptsEveryField(t *testing.T) {
 	data := []byte(`
 rules:
   - path: /v1/a
-  - methods: [GET, M-SEARCH, PROPFIND]
+  - methods: [GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE]
     path: /v1/b/*
     scope: "a.b:c_d-e"
     publishable: false

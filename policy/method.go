@@ -1,14 +1,14 @@
 package policy
 
-// methodSet is the methods a rule applies to. The common methods are bits,
-// so testing one is a mask; others are kept by name.
+// methodSet is the methods a rule applies to, as bits: testing one is a
+// mask. A policy names only the methods of RFC 9110 and PATCH.
 type methodSet struct {
-	all   bool // methods omitted: every method
-	bits  uint16
-	other []string
+	all  bool // methods omitted: every method
+	bits uint16
 }
 
-// methodBit returns the bit of a common method, or 0 for any other.
+// methodBit returns the bit of a method a policy may name, or 0 for any
+// other.
 func methodBit(m string) uint16 {
 	switch m {
 	case "GET":
@@ -33,57 +33,25 @@ func methodBit(m string) uint16 {
 	return 0
 }
 
-func (s *methodSet) add(m string) {
-	if b := methodBit(m); b != 0 {
-		s.bits |= b
-		return
-	}
-	for _, o := range s.other {
-		if o == m {
-			return
-		}
-	}
-	s.other = append(s.other, m)
+// policyMethods lists, for error messages, the methods a policy may name.
+const policyMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE"
+
+func (s *methodSet) add(m string) { s.bits |= methodBit(m) }
+
+// has reports whether the set holds a method whose methodBit is bit (0 for
+// a method no policy can name, which only a rule for every method holds).
+func (s *methodSet) has(bit uint16, _ string) bool {
+	return s.all || s.bits&bit != 0
 }
 
-// has reports whether the set holds method m, whose methodBit is bit.
-func (s *methodSet) has(bit uint16, m string) bool {
-	if s.all || s.bits&bit != 0 {
-		return true
-	}
-	if bit != 0 {
-		return false
-	}
-	for _, o := range s.other {
-		if o == m {
-			return true
-		}
-	}
-	return false
-}
+// validMethod reports whether a policy may name m: a method of RFC 9110 or
+// PATCH, in upper case. Methods are case-sensitive, and a rule naming
+// "get" or a typo such as "GETT" would silently match nothing, letting a
+// request past the rule it was meant for.
+func validMethod(m string) bool { return methodBit(m) != 0 }
 
-// validMethod reports whether m is an upper-case HTTP method: a token
-// (RFC 9110 §5.6.2) without lower-case letters. Methods are case-sensitive,
-// so "get" in a policy file would silently match nothing.
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		switch {
-		case c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' || c == '*' ||
-			c == '+' || c == '-' || c == '.' || c == '^' || c == '_' || c == '`' || c == '|' || c == '~':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// mask is the set's bits for a common method's quick test: every bit when
-// the rule lists no methods.
+// mask is the set's bits for a method's quick test: every bit when the
+// rule lists no methods.
 func (s *methodSet) mask() uint16 {
 	if s.all {
 		return 0xffff

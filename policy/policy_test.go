@@ -97,7 +97,8 @@ func TestResolve_EachSettingFromItsFirstSource(t *testing.T) {
 		{"later rule when the first does not match by method", "POST", "/v1/public/x", nil, Route{Scope: "catchall", Publishable: true}},
 		{"trailing slash: * needs a non-empty segment", "GET", "/v1/public/x/", nil, Route{Scope: "catchall", Publishable: true}},
 		{"case-sensitive: no rule", "GET", "/V1/public/x", nil, Route{Scope: "read"}},
-		{"method filter: other method", "PURGE", "/cache/k", nil, Route{Scope: "cache:purge"}},
+		{"method filter: other method", "DELETE", "/cache/k", nil, Route{Scope: "cache:purge"}},
+		{"method no rule can name: rules for every method only", "PURGE", "/cache/k", nil, Route{Scope: "write"}},
 		{"method filter: excluded", "GET", "/cache/k", nil, Route{Scope: "read"}},
 		{"query ignored", "GET", "/v1/public/x?a=b/c", nil, Route{Scope: "read", Publishable: true}},
 
