@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +97,23 @@ projects:
 			}
 			assertDenied(t, resp, *tt.want)
 		})
+	}
+}
+
+// A deny says what to fix: the scope the route needs, the rule of
+// normalization the path broke (issue 13, item 10).
+func TestCheck_DenyMessagesNameTheScopeAndThePathRule(t *testing.T) {
+	f := newFixture(t, Config{})
+	reader := f.key(func(r *keygate.KeyRecord) { r.Key.Scopes = []string{"read"} })
+	for _, tt := range []struct{ method, path, want string }{
+		{"POST", "/v1/things", `This route requires the scope \"write\", which the API key lacks.`},
+		{"GET", "/v1/admin;x/users", `The request path is not normalized: it contains ; or %3b (a path parameter, which upstreams strip or resolve).`},
+		{"GET", "/v1//things", `The request path is not normalized: it contains //.`},
+	} {
+		body := f.checkAt(tt.method, tt.path, map[string]string{"x-api-key": reader}, nil).GetDeniedResponse().GetBody()
+		if !strings.Contains(body, `"message":"`+tt.want+`"`) {
+			t.Errorf("%s %s: body %s; want the message %s", tt.method, tt.path, body, tt.want)
+		}
 	}
 }
 

@@ -361,12 +361,7 @@ func newDenials(docsURL string) map[keygate.Code]*denial {
 		case 503:
 			d.headers = append(d.headers, header("retry-after", strconv.Itoa(retryAfter)))
 		}
-		body, _ := json.Marshal(struct {
-			Code    keygate.Code `json:"code"`
-			Message string       `json:"message"`
-			DocsURL string       `json:"docs_url"`
-		}{c, c.Message(), docsURL + "#" + string(c)})
-		d.body = `{"error":` + string(body) + `,"meta":{"request_id":`
+		d.body = denyBodyPrefix(c, c.Message(), docsURL)
 		out[c] = d
 	}
 	return out
@@ -410,14 +405,29 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 		headers = append(append([]*corev3.HeaderValueOption(nil), d.headers...),
 			header("retry-after", ratelimit.FormatRetryAfter(r.retryAfter)))
 	}
+	body := d.body
+	if r.detail != "" {
+		body = denyBodyPrefix(code, r.detail, s.cfg.DocsURL)
+	}
 	return &authv3.CheckResponse{
 		Status: d.status,
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  d.http,
 			Headers: headers,
-			Body:    d.body + jsonString(id) + "}}",
+			Body:    body + jsonString(id) + "}}",
 		}},
 	}
+}
+
+// denyBodyPrefix is a deny's JSON body up to the request id, which the
+// caller appends.
+func denyBodyPrefix(c keygate.Code, message, docsURL string) string {
+	body, _ := json.Marshal(struct {
+		Code    keygate.Code `json:"code"`
+		Message string       `json:"message"`
+		DocsURL string       `json:"docs_url"`
+	}{c, message, docsURL + "#" + string(c)})
+	return `{"error":` + string(body) + `,"meta":{"request_id":`
 }
 
 // jsonString is id as a JSON string, as encoding/json writes it. Request ids

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,6 +173,9 @@ type request struct {
 	// retryAfter and limit are set by the steps that deny with them.
 	retryAfter time.Duration
 	limit      ratelimit.Result
+	// detail, when set, replaces the deny's default message: which scope
+	// the route needs, which rule of normalization the path broke.
+	detail string
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check. It never
@@ -343,7 +347,8 @@ func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit. It returns "" to allow.
 func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]string, now time.Time) keygate.Code {
-	if policy.CheckPath(r.path) != nil {
+	if err := policy.CheckPath(r.path); err != nil {
+		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
 	}
 	pol := s.defPol
@@ -361,6 +366,7 @@ func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]st
 	}
 	k := &rec.Key
 	if !k.HasScope(route.Scope) {
+		r.detail = "This route requires the scope " + strconv.Quote(route.Scope) + ", which the API key lacks."
 		return keygate.CodeInsufficientPermissions
 	}
 	if len(k.ProjectIDs) > 0 && route.HasProject && !contains(k.ProjectIDs, route.Project) {

@@ -12,6 +12,16 @@ type notNormalized string
 
 func (e notNormalized) Error() string { return "policy: path is not normalized: " + string(e) }
 
+// PathReason is what made a path not normalized, as an error of CheckPath
+// says it without its prefix ("it contains //"); "" for any other error.
+func PathReason(err error) string {
+	var n notNormalized
+	if errors.As(err, &n) {
+		return string(n)
+	}
+	return ""
+}
+
 // Is makes every notNormalized match ErrNotNormalized.
 func (e notNormalized) Is(target error) bool { return target == ErrNotNormalized }
 
