@@ -105,6 +105,11 @@ type metrics struct {
 	loads       *prometheus.HistogramVec
 	invalidated prometheus.Counter
 	purges      prometheus.Counter
+	// evictions counts what ristretto evicts (for room, or at its TTL),
+	// and rejections what its admission policy refuses to store; neither
+	// counts invalidations, which are keygate_cache_invalidations_total.
+	evictions  *prometheus.CounterVec
+	rejections prometheus.Counter
 }
 
 // New returns a cache in front of next.
@@ -131,6 +136,7 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	if counters < 1000 {
 		counters = 1000
 	}
+	c := &Cache{next: next, cfg: cfg, now: cfg.Now, m: newMetrics()}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters: counters,
 		MaxCost:     cfg.MaxBytes,
@@ -139,11 +145,13 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 		// The key already is 64 bits of SHA-256; the entry holds the whole
 		// hash and a hit compares it, so a collision is a miss.
 		KeyToHash: func(k uint64) (uint64, uint64) { return k, 0 },
+		OnEvict:   c.onEvict,
+		OnReject:  func(*ristretto.Item[*entry]) { c.m.rejections.Inc() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	c := &Cache{next: next, cfg: cfg, now: cfg.Now, store: rc}
+	c.store = rc
 	// An empty cache is in sync: nothing it holds can be stale.
 	now := cfg.Now()
 	c.syncedAt.Store(&now)
@@ -154,12 +162,23 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
+// onEvict counts what ristretto dropped on its own: past the entry's TTL,
+// or to make room. (ristretto's own KeysEvicted also counts every Del, so
+// every invalidation looked like an eviction.)
+func (c *Cache) onEvict(it *ristretto.Item[*entry]) {
+	if !it.Expiration.IsZero() && !time.Now().Before(it.Expiration) {
+		c.m.evictions.WithLabelValues("expired").Inc()
+		return
+	}
+	c.m.evictions.WithLabelValues("capacity").Inc()
+}
+
+func newMetrics() metrics {
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keygate_cache_lookups_total",
 		Help: "Key lookups by result: hit, negative_hit (cached unknown hash) or miss.",
 	}, []string{"result"})
-	c.m = metrics{
+	return metrics{
 		lookups: lookups,
 		hits:    lookups.WithLabelValues("hit"),
 		negHits: lookups.WithLabelValues("negative_hit"),
@@ -177,17 +196,25 @@ func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
 			Name: "keygate_cache_purges_total",
 			Help: "Times the whole cache was dropped (events log pruned past the last seen event).",
 		}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keygate_cache_evictions_total",
+			Help: "Entries the cache dropped by reason: capacity (to stay within --cache-max-bytes) or expired (past their TTL). Invalidations by key events and admission rejections are counted apart.",
+		}, []string{"reason"}),
+		rejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keygate_cache_rejections_total",
+			Help: "Loaded entries the cache's admission policy declined to store because the cache was full of more frequently used keys (the lookup was still answered).",
+		}),
 	}
+}
+
+func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
 	rm := c.store.Metrics
 	cs := []prometheus.Collector{
 		c.m.lookups, c.m.loads, c.m.invalidated, c.m.purges,
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "keygate_cache_evictions_total",
-			Help: "Entries evicted from the cache to stay within --cache-max-bytes.",
-		}, func() float64 { return float64(rm.KeysEvicted()) }),
+		c.m.evictions, c.m.rejections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keygate_cache_cost_bytes",
 			Help: "Estimated bytes held by cache entries.",

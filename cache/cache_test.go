@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/keygate/keygate"
 )
 
@@ -528,5 +531,50 @@ func TestLookup_LoadStartedBeforeOrgEventOrPurgeIsNotJoinedAfter(t *testing.T) {
 				t.Fatalf("lookup after the old load returned = %+v, %v; want the disabled organization", rec, err)
 			}
 		})
+	}
+}
+
+// Invalidations are not evictions: keygate_cache_evictions_total counts
+// only what the cache dropped for room or at its TTL, and admission
+// rejections are counted apart (issue 13, item 11).
+func TestMetrics_EvictionsAreNotInvalidationsOrRejections(t *testing.T) {
+	fs := newFakeStore()
+	reg := prometheus.NewRegistry()
+	c, err := New(fs, Config{MaxBytes: 64 << 10, TTL: time.Minute, NegativeTTL: time.Minute, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var hashes []keygate.Hash
+	for i := 0; i < 3; i++ {
+		h := hashOf(fmt.Sprint("k", i))
+		fs.set(h, record(fmt.Sprint("key_", i), "acme"))
+		lookupSettled(t, c, h)
+		hashes = append(hashes, h)
+	}
+	c.Apply(keygate.Event{Kind: keygate.EventKeyRevoked, Hashes: hashes})
+	c.store.Wait()
+	if got := testutil.ToFloat64(c.m.evictions.WithLabelValues("capacity")) + testutil.ToFloat64(c.m.evictions.WithLabelValues("expired")); got != 0 {
+		t.Errorf("evictions after 3 invalidations = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(c.m.invalidated); got != 3 {
+		t.Errorf("invalidations = %v, want 3", got)
+	}
+	// Far more keys than fit: the cache evicts for room or rejects.
+	for i := 0; i < 2000; i++ {
+		h := hashOf(fmt.Sprint("fill", i))
+		fs.set(h, record(fmt.Sprint("key_fill", i), "acme"))
+		_, _ = c.LookupKey(context.Background(), h)
+	}
+	c.store.Wait()
+	capacity := testutil.ToFloat64(c.m.evictions.WithLabelValues("capacity"))
+	rejected := testutil.ToFloat64(c.m.rejections)
+	if capacity == 0 || rejected == 0 {
+		t.Errorf("after overfilling: capacity evictions %v, rejections %v; want both > 0", capacity, rejected)
+	}
+	for _, name := range []string{"keygate_cache_evictions_total", "keygate_cache_rejections_total"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
+			t.Errorf("%s not registered: %d, %v", name, n, err)
+		}
 	}
 }
