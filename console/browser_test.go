@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,6 +347,9 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	if strings.Join(scopes, ",") != "admin,read,write" {
 		t.Errorf("scope choices %q, want the caller's: admin,read,write", scopes)
 	}
+	if got := tb.checkedScopes(); got != "read,write" {
+		t.Errorf("scopes ticked when the form opens: %q, want read,write (admin only when chosen)", got)
+	}
 	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "CI pipeline"))
 	tb.setValue("create-metadata", `[1, 2]`)
 	tb.click("create-submit")
@@ -367,7 +371,6 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	tb.setValue("create-metadata", `{"plan": "pro", "customer": "cus_42"}`)
 	tb.setValue("create-rate", "60")
 	tb.setValue("create-projects", "proj_web, proj_api")
-	tb.click("create-scope-admin") // unchecks admin
 	tb.screenshot("create-form")
 	tb.click("create-submit")
 
@@ -409,6 +412,9 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	if got := eval[string](tb, row+`.textContent`); !strings.Contains(got, "CI pipeline") || !strings.Contains(got, "proj_api, proj_web") ||
 		!strings.Contains(got, "read, write") || strings.Contains(got, "admin, read") {
 		t.Errorf("new key's row: %q", got)
+	}
+	if got := apiScopes(t, s, adminToken, keyID); got != "read,write" {
+		t.Errorf("a key created without touching the scope boxes has scopes %q, want read,write", got)
 	}
 	tb.screenshot("keys")
 	if *updateDocs {
@@ -630,9 +636,15 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	}
 	tb.click("new-key")
 	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	if got := tb.checkedScopes(); got != "read,write" {
+		t.Errorf("the owner's create form ticks %q, want read,write (admin only when chosen)", got)
+	}
 	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "From the quick start"+kb.Enter))
 	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
 	token := tb.text("reveal-token")
+	if got := apiScopes(t, s, owner, tb.text("reveal-key-id")); got != "read,write" {
+		t.Errorf("the owner's key created with the boxes untouched has scopes %q, want read,write", got)
+	}
 	tb.click("reveal-copy")
 	tb.waitFor("the fallback", `document.getElementById('reveal-status').textContent.includes('selected')`)
 	if got := eval[string](tb, `window.getSelection().toString()`); got != token {
@@ -649,5 +661,42 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	if code := s.check(t, token); code != 0 {
 		t.Errorf("keygate check with the key created from the quick start: exit %d, want 0", code)
 	}
+
+	// admin is there to choose, and a choice is honoured.
+	tb.click("new-key")
+	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	tb.click("create-scope-admin")
+	if got := tb.checkedScopes(); got != "admin,read,write" {
+		t.Errorf("after ticking admin: %q, want admin,read,write", got)
+	}
+	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "Second admin"+kb.Enter))
+	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
+	if got := apiScopes(t, s, owner, tb.text("reveal-key-id")); got != "admin,read,write" {
+		t.Errorf("a key created with admin ticked has scopes %q, want admin,read,write", got)
+	}
+	tb.click("reveal-close")
+	tb.waitFor("the panel to close", `!document.getElementById('reveal-dialog').open`)
 	tb.checkOwnOriginOnly(host)
+}
+
+// checkedScopes lists the scope boxes ticked in the create form.
+func (tb *tab) checkedScopes() string {
+	tb.t.Helper()
+	return strings.Join(eval[[]string](tb, `[...document.querySelectorAll('#create-scopes-list input:checked')].map((e) => e.value)`), ",")
+}
+
+// apiScopes asks the API for a key's scopes, sorted and comma-separated.
+func apiScopes(t *testing.T, s *server, token, id string) string {
+	t.Helper()
+	code, body := api(t, s, token, "GET", "/v1/api-keys/"+id, nil)
+	d, _ := body["data"].(map[string]any)
+	if code != 200 || d == nil {
+		t.Fatalf("GET /v1/api-keys/%s: %d %v", id, code, body)
+	}
+	var scopes []string
+	for _, v := range d["scopes"].([]any) {
+		scopes = append(scopes, v.(string))
+	}
+	slices.Sort(scopes)
+	return strings.Join(scopes, ",")
 }

@@ -332,14 +332,17 @@ function openCreate() {
   for (const e of form.querySelectorAll('[aria-invalid]')) {
     e.removeAttribute('aria-invalid');
   }
+  // Every scope of the caller is offered; all but admin are ticked, so
+  // "Create" never mints an admin key unless admin was chosen.
   const list = $('create-scopes-list');
   clear(list);
   for (const s of state.me.scopes || []) {
     const id = 'create-scope-' + s.replace(/[^a-z0-9_-]/g, '_');
     list.append(el('span', { class: 'check' },
-      el('input', { type: 'checkbox', id, name: 'scope', value: s, checked: true }),
+      el('input', { type: 'checkbox', id, name: 'scope', value: s, checked: s !== 'admin' }),
       el('label', { htmlFor: id }, s)));
   }
+  $('create-scopes-hint').hidden = !hasScope('admin');
   const env = $('create-env');
   clear(env);
   env.append(el('option', { value: state.me.environment }, state.me.environment));
