@@ -629,6 +629,20 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	if eval[bool](tb, `window.isSecureContext`) {
 		t.Fatal("http://console.test is a secure context; the fallback is not exercised")
 	}
+	// The sign-in page says where a first key comes from, on both stores.
+	if !eval[bool](tb, `document.getElementById('signin-where').checkVisibility()`) {
+		t.Error("the sign-in page does not show where a key comes from")
+	}
+	where := strings.Join(strings.Fields(tb.text("signin-where")), " ")
+	for _, want := range []string{
+		"embedded store", "keygate serve", "prints an owner key",
+		"PostgreSQL", "keygate keys create --org ORG --user USER --name NAME --role owner",
+	} {
+		if !strings.Contains(where, want) {
+			t.Errorf("the sign-in page says %q, want it to mention %q", where, want)
+		}
+	}
+	tb.screenshot("signed-out")
 	tb.signIn(owner)
 	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 1`)
 	if got := tb.text("whoami-org") + "|" + tb.text("whoami-user"); got != "default|admin" {
