@@ -736,10 +736,10 @@ const layoutProblems = `(() => {
 
 // TestBrowser_QuickStartOwnerKeyAndCopyFallback follows the README's
 // quick start: the first `keygate serve` on the embedded store prints an
-// owner key, which signs in to the console. The page is served under a
-// host name that is not a secure context (plain HTTP, not localhost), so
-// the browser offers no clipboard API and the copy button selects the
-// token instead.
+// owner key, which signs in to the console, opened at the HTTP port's
+// root. The page is served under a host name that is not a secure context
+// (plain HTTP, not localhost), so the browser offers no clipboard API and
+// the copy button selects the token instead.
 func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	chromium(t)
 	s := serve(t, keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATA_DIR=" + t.TempDir()}})
@@ -752,7 +752,11 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	host := "console.test:" + port
 	tb := newTab(t, chromedp.Flag("host-resolver-rules", "MAP console.test 127.0.0.1"))
 
-	tb.do(chromedp.Navigate("http://"+host+"/console"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	// The HTTP port's root, as a newcomer types it, lands on the console.
+	tb.do(chromedp.Navigate("http://"+host+"/"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	if got := eval[string](tb, `location.pathname`); got != "/console" {
+		t.Errorf("http://%s/ ended at %s, want /console", host, got)
+	}
 	if eval[bool](tb, `window.isSecureContext`) {
 		t.Fatal("http://console.test is a secure context; the fallback is not exercised")
 	}
