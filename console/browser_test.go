@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ import (
 	"github.com/keygate/keygate/internal/pgtest"
 )
 
-var updateDocs = flag.Bool("update-docs", false, "write the keys view's screenshot to docs/console-keys.png")
+var updateDocs = flag.Bool("update-docs", false, "write the keys view's screenshots to docs/console-1280x800.png and docs/console-1440x900.png")
 
 // chromium finds Debian's Chromium. Without it the browser tests skip,
 // unless KEYGATE_TEST_REQUIRE_BROWSER=1 (CI), where they fail.
@@ -346,6 +347,9 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	if strings.Join(scopes, ",") != "admin,read,write" {
 		t.Errorf("scope choices %q, want the caller's: admin,read,write", scopes)
 	}
+	if got := tb.checkedScopes(); got != "read,write" {
+		t.Errorf("scopes ticked when the form opens: %q, want read,write (admin only when chosen)", got)
+	}
 	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "CI pipeline"))
 	tb.setValue("create-metadata", `[1, 2]`)
 	tb.click("create-submit")
@@ -367,7 +371,6 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	tb.setValue("create-metadata", `{"plan": "pro", "customer": "cus_42"}`)
 	tb.setValue("create-rate", "60")
 	tb.setValue("create-projects", "proj_web, proj_api")
-	tb.click("create-scope-admin") // unchecks admin
 	tb.screenshot("create-form")
 	tb.click("create-submit")
 
@@ -410,16 +413,10 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 		!strings.Contains(got, "read, write") || strings.Contains(got, "admin, read") {
 		t.Errorf("new key's row: %q", got)
 	}
-	tb.screenshot("keys")
-	if *updateDocs {
-		b, err := os.ReadFile(filepath.Join(t.ArtifactDir(), "keys.png"))
-		if err == nil {
-			err = os.WriteFile(filepath.Join("..", "docs", "console-keys.png"), b, 0o644)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	if got := apiScopes(t, s, adminToken, keyID); got != "read,write" {
+		t.Errorf("a key created without touching the scope boxes has scopes %q, want read,write", got)
 	}
+	tb.screenshot("keys")
 
 	// Roll with no grace: the old token is denied at once, the new one works.
 	tb.click("roll-" + keyID)
@@ -601,12 +598,148 @@ func (tb *tab) checkOwnOriginOnly(host string) {
 	}
 }
 
+// screens are the viewport sizes the keys view is laid out for. At the
+// common desktop sizes (fit) nothing scrolls sideways; narrower, the table
+// may scroll under its actions column, which stays in view.
+var screens = []struct {
+	width, height int64
+	fit           bool
+}{
+	{1280, 800, true},
+	{1440, 900, true},
+	{1024, 768, false},
+	{390, 844, false}, // a phone
+}
+
+// TestBrowser_KeysViewFitsCommonScreens lays out an organization's keys,
+// every column filled (projects, expiry, last use, an inactive key, a long
+// name), at common screen sizes and checks that every row's actions are
+// in the viewport, inside the table's visible box and not covered; at
+// 1280x800 and 1440x900 without any horizontal scrolling, of the page or
+// of the table. With -update-docs it writes those two screenshots to docs/.
+func TestBrowser_KeysViewFitsCommonScreens(t *testing.T) {
+	chromium(t)
+	k := keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATABASE_URL=" + pgtest.NewDatabase(t)}}
+	adminToken := k.createKey(t, "--org", "acme", "--user", "admin", "--role", "admin", "--name", "Admin console")
+	used := []string{adminToken,
+		k.createKey(t, "--org", "acme", "--user", "alice", "--role", "member", "--name", "Alice's laptop"),
+		k.createKey(t, "--org", "acme", "--user", "svc-reporting", "--role", "member", "--name", "Nightly export to the data warehouse",
+			"--project", "proj_reports", "--project", "proj_billing", "--expires-in", "90d", "--rate-limit", "600"),
+		k.createKey(t, "--org", "acme", "--user", "ci-bot", "--role", "member", "--name", "CI pipeline (prod)",
+			"--project", "proj_api", "--project", "proj_web", "--expires-in", "30d"),
+	}
+	k.createKey(t, "--org", "acme", "--user", "alice", "--type", "publishable", "--name", "Checkout widget")
+	k.createKey(t, "--org", "acme", "--user", "admin", "--role", "viewer", "--env", "test", "--name", "Staging smoke tests")
+	s := serve(t, k, "--last-used-flush", "100ms")
+	for _, token := range used {
+		s.check(t, token)
+	}
+	var inactive string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, list := api(t, s, adminToken, "GET", "/v1/api-keys", nil)
+		data, _ := list["data"].([]any)
+		lastUsed := 0
+		for _, v := range data {
+			d := v.(map[string]any)
+			if d["last_used_at"] != nil {
+				lastUsed++
+			}
+			if d["name"] == "Alice's laptop" {
+				inactive, _ = d["id"].(string)
+			}
+		}
+		if lastUsed == len(used) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d keys show a last use after 10s", lastUsed, len(used))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := api(t, s, adminToken, "PATCH", "/v1/api-keys/"+inactive, map[string]any{"active": false}); code != 200 {
+		t.Fatalf("deactivating a key: %d %v", code, body)
+	}
+
+	tb := newTab(t)
+	tb.do(chromedp.Navigate(s.url("/console")))
+	tb.signIn(adminToken)
+	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 6`)
+	for _, sc := range screens {
+		size := fmt.Sprintf("%dx%d", sc.width, sc.height)
+		tb.do(chromedp.EmulateViewport(sc.width, sc.height))
+		if got := eval[[]int64](tb, `[window.innerWidth, window.innerHeight]`); got[0] != sc.width || got[1] != sc.height {
+			t.Fatalf("viewport %v, want %s", got, size)
+		}
+		for _, p := range eval[[]string](tb, fmt.Sprintf(layoutProblems, sc.fit)) {
+			t.Errorf("at %s: %s", size, p)
+		}
+		shot := tb.screenshot("keys-" + size)
+		if *updateDocs && sc.fit {
+			b, err := os.ReadFile(shot)
+			if err == nil {
+				err = os.WriteFile(filepath.Join("..", "docs", "console-"+size+".png"), b, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tb.checkOwnOriginOnly(s.httpAddr)
+}
+
+// layoutProblems is a script that lists what is wrong with the keys
+// view's layout in the current viewport: the page scrolling sideways, with
+// %t the table scrolling sideways too, and any row action outside the
+// viewport or the table's visible box, or covered by something else. Each
+// row is scrolled into view (vertically only) to be looked at.
+const layoutProblems = `(() => {
+	const fit = %t;
+	const root = document.documentElement;
+	const vw = Math.min(window.innerWidth, root.clientWidth);
+	const out = [];
+	if (root.scrollWidth > root.clientWidth) {
+		out.push('the page scrolls sideways: ' + root.scrollWidth + 'px wide in ' + root.clientWidth + 'px');
+	}
+	const wrap = document.querySelector('#keys-view .table-wrap');
+	if (fit && wrap.scrollWidth > wrap.clientWidth) {
+		out.push('the keys table scrolls sideways: ' + wrap.scrollWidth + 'px wide in ' + wrap.clientWidth + 'px');
+	}
+	for (const tr of document.querySelectorAll('#keys-body tr')) {
+		window.scrollBy(0, tr.getBoundingClientRect().top - 80);
+		const box = wrap.getBoundingClientRect();
+		const buttons = tr.querySelectorAll('td.row-actions button');
+		if (buttons.length < 4) {
+			out.push('row ' + tr.dataset.keyId + ' has ' + buttons.length + ' actions, want 4');
+		}
+		for (const b of buttons) {
+			const r = b.getBoundingClientRect();
+			const where = b.id + ' (' + b.textContent + ') at x ' + Math.round(r.left) + '-' + Math.round(r.right) +
+				', y ' + Math.round(r.top) + '-' + Math.round(r.bottom);
+			if (r.width === 0 || r.left < 0 || r.right > vw || r.left < box.left || r.right > box.right) {
+				out.push(where + ': outside the viewport (0-' + vw + ') or the table (' + Math.round(box.left) + '-' + Math.round(box.right) + ')');
+				continue;
+			}
+			if (r.top < 0 || r.bottom > window.innerHeight) {
+				out.push(where + ': not in view after scrolling its row into view');
+				continue;
+			}
+			const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+			if (hit === null || !b.contains(hit)) {
+				out.push(where + ': covered by ' + (hit === null ? 'nothing' : hit.tagName + ' ' + hit.className));
+			}
+		}
+	}
+	window.scrollTo(0, 0);
+	return out;
+})()`
+
 // TestBrowser_QuickStartOwnerKeyAndCopyFallback follows the README's
 // quick start: the first `keygate serve` on the embedded store prints an
-// owner key, which signs in to the console. The page is served under a
-// host name that is not a secure context (plain HTTP, not localhost), so
-// the browser offers no clipboard API and the copy button selects the
-// token instead.
+// owner key, which signs in to the console, opened at the HTTP port's
+// root. The page is served under a host name that is not a secure context
+// (plain HTTP, not localhost), so the browser offers no clipboard API and
+// the copy button selects the token instead.
 func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	chromium(t)
 	s := serve(t, keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATA_DIR=" + t.TempDir()}})
@@ -619,10 +752,28 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	host := "console.test:" + port
 	tb := newTab(t, chromedp.Flag("host-resolver-rules", "MAP console.test 127.0.0.1"))
 
-	tb.do(chromedp.Navigate("http://"+host+"/console"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	// The HTTP port's root, as a newcomer types it, lands on the console.
+	tb.do(chromedp.Navigate("http://"+host+"/"), chromedp.WaitVisible(chromedp.ID("signin-key")))
+	if got := eval[string](tb, `location.pathname`); got != "/console" {
+		t.Errorf("http://%s/ ended at %s, want /console", host, got)
+	}
 	if eval[bool](tb, `window.isSecureContext`) {
 		t.Fatal("http://console.test is a secure context; the fallback is not exercised")
 	}
+	// The sign-in page says where a first key comes from, on both stores.
+	if !eval[bool](tb, `document.getElementById('signin-where').checkVisibility()`) {
+		t.Error("the sign-in page does not show where a key comes from")
+	}
+	where := strings.Join(strings.Fields(tb.text("signin-where")), " ")
+	for _, want := range []string{
+		"embedded store", "keygate serve", "prints an owner key",
+		"PostgreSQL", "keygate keys create --org ORG --user USER --name NAME --role owner",
+	} {
+		if !strings.Contains(where, want) {
+			t.Errorf("the sign-in page says %q, want it to mention %q", where, want)
+		}
+	}
+	tb.screenshot("signed-out")
 	tb.signIn(owner)
 	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 1`)
 	if got := tb.text("whoami-org") + "|" + tb.text("whoami-user"); got != "default|admin" {
@@ -630,9 +781,15 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	}
 	tb.click("new-key")
 	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	if got := tb.checkedScopes(); got != "read,write" {
+		t.Errorf("the owner's create form ticks %q, want read,write (admin only when chosen)", got)
+	}
 	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "From the quick start"+kb.Enter))
 	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
 	token := tb.text("reveal-token")
+	if got := apiScopes(t, s, owner, tb.text("reveal-key-id")); got != "read,write" {
+		t.Errorf("the owner's key created with the boxes untouched has scopes %q, want read,write", got)
+	}
 	tb.click("reveal-copy")
 	tb.waitFor("the fallback", `document.getElementById('reveal-status').textContent.includes('selected')`)
 	if got := eval[string](tb, `window.getSelection().toString()`); got != token {
@@ -649,5 +806,42 @@ func TestBrowser_QuickStartOwnerKeyAndCopyFallback(t *testing.T) {
 	if code := s.check(t, token); code != 0 {
 		t.Errorf("keygate check with the key created from the quick start: exit %d, want 0", code)
 	}
+
+	// admin is there to choose, and a choice is honoured.
+	tb.click("new-key")
+	tb.waitFor("the create form", `document.getElementById('create-dialog').open`)
+	tb.click("create-scope-admin")
+	if got := tb.checkedScopes(); got != "admin,read,write" {
+		t.Errorf("after ticking admin: %q, want admin,read,write", got)
+	}
+	tb.do(chromedp.SendKeys(chromedp.ID("create-name"), "Second admin"+kb.Enter))
+	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
+	if got := apiScopes(t, s, owner, tb.text("reveal-key-id")); got != "admin,read,write" {
+		t.Errorf("a key created with admin ticked has scopes %q, want admin,read,write", got)
+	}
+	tb.click("reveal-close")
+	tb.waitFor("the panel to close", `!document.getElementById('reveal-dialog').open`)
 	tb.checkOwnOriginOnly(host)
+}
+
+// checkedScopes lists the scope boxes ticked in the create form.
+func (tb *tab) checkedScopes() string {
+	tb.t.Helper()
+	return strings.Join(eval[[]string](tb, `[...document.querySelectorAll('#create-scopes-list input:checked')].map((e) => e.value)`), ",")
+}
+
+// apiScopes asks the API for a key's scopes, sorted and comma-separated.
+func apiScopes(t *testing.T, s *server, token, id string) string {
+	t.Helper()
+	code, body := api(t, s, token, "GET", "/v1/api-keys/"+id, nil)
+	d, _ := body["data"].(map[string]any)
+	if code != 200 || d == nil {
+		t.Fatalf("GET /v1/api-keys/%s: %d %v", id, code, body)
+	}
+	var scopes []string
+	for _, v := range d["scopes"].([]any) {
+		scopes = append(scopes, v.(string))
+	}
+	slices.Sort(scopes)
+	return strings.Join(scopes, ",")
 }

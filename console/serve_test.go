@@ -205,10 +205,46 @@ func httpGet(t *testing.T, url string) *http.Response {
 	return res
 }
 
+// noFollow is a client that shows a redirect instead of following it.
+var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// httpDo sends one request without following redirects and returns the
+// response and its body.
+func httpDo(t *testing.T, method, url string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, string(b)
+}
+
+// checkAPINotFound fails unless res is the API's JSON 404 (the error
+// envelope with code not_found), not the console's or ServeMux's page.
+func checkAPINotFound(t *testing.T, what string, res *http.Response, body string) {
+	t.Helper()
+	var env struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if res.StatusCode != http.StatusNotFound || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") ||
+		json.Unmarshal([]byte(body), &env) != nil || env.Error.Code != "not_found" {
+		t.Errorf("%s: %d %q %q, want the API's JSON 404 (not_found)", what, res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+}
+
 // TestServe_ConsoleFlag runs the real binary: the console is at /console
-// by default, with its security headers, and --console=false (or
-// KEYGATE_CONSOLE=false) leaves /console to the API's 404 while the rest
-// of --http-addr works.
+// by default, with its security headers, and GET / redirects to it;
+// --console=false (or KEYGATE_CONSOLE=false) leaves /console and / to the
+// API's 404 while the rest of --http-addr works.
 func TestServe_ConsoleFlag(t *testing.T) {
 	bin := buildKeygate(t)
 	tests := []struct {
@@ -242,6 +278,31 @@ func TestServe_ConsoleFlag(t *testing.T) {
 						t.Errorf("GET %s: %s = %q, want %q", p, k, got, want)
 					}
 				}
+			}
+			// A browser pointed at the HTTP port lands on the console; only
+			// GET and HEAD of "/" itself, everything else is the API's.
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				for _, p := range []string{"/", "/?from=bookmark"} {
+					res, body := httpDo(t, method, s.url(p))
+					if !tt.console {
+						if method == http.MethodGet {
+							checkAPINotFound(t, method+" "+p+" without the console", res, body)
+						} else if res.StatusCode != http.StatusNotFound {
+							t.Errorf("%s %s without the console: %d, want 404", method, p, res.StatusCode)
+						}
+						continue
+					}
+					if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/console" {
+						t.Errorf("%s %s: %d, Location %q; want 302 to /console", method, p, res.StatusCode, res.Header.Get("Location"))
+					}
+				}
+			}
+			for _, r := range []struct{ method, path string }{
+				{http.MethodPost, "/"}, {http.MethodPut, "/"}, {http.MethodDelete, "/"},
+				{http.MethodGet, "/nope"}, {http.MethodGet, "/index.html"}, {http.MethodGet, "/console.html"},
+			} {
+				res, body := httpDo(t, r.method, s.url(r.path))
+				checkAPINotFound(t, r.method+" "+r.path, res, body)
 			}
 			if res := httpGet(t, s.url("/healthz")); res.StatusCode != http.StatusOK {
 				t.Errorf("GET /healthz: %d, want 200", res.StatusCode)

@@ -431,7 +431,12 @@ func (s *serveCmd) bootstrap(ctx context.Context, d *deps, st store.Store, logge
 }
 
 // withConsole puts the web console in front of the HTTP API at /console
-// and /console/...; with --console=false those paths are the API's 404.
+// and /console/..., and sends a browser opened at the HTTP port (GET or
+// HEAD of "/" exactly) there; with --console=false those paths are the
+// API's 404. The redirect is 302, temporary: it lasts only while the
+// console is on, so no browser or proxy may keep it (301 and 308 are
+// cached); for GET and HEAD, the only methods redirected, 302, 303 and 307
+// behave alike, and 302 is the one every client knows.
 func (s *serveCmd) withConsole(api http.Handler) http.Handler {
 	if !s.Console {
 		return api
@@ -440,6 +445,7 @@ func (s *serveCmd) withConsole(api http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(console.Prefix, c)
 	mux.Handle(console.Prefix+"/", c)
+	mux.Handle("GET /{$}", http.RedirectHandler(console.Prefix, http.StatusFound))
 	mux.Handle("/", api)
 	return mux
 }

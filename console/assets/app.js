@@ -131,25 +131,29 @@ function actionButton(action, label, k, cls) {
   }, label);
 }
 
+// keyRow is one key's row. The key column holds the name and, under it,
+// the token's label, and the actions sit two by two: the table then fits
+// a 1280-pixel screen without scrolling sideways.
 function keyRow(k) {
   const name = el('td', { class: 'name' }, el('span', {}, k.name));
   if (state.me !== null && k.id === state.me.id) {
     name.append(' ', el('span', { class: 'badge' }, 'this session'));
   }
-  const actions = el('td', { class: 'row-actions' });
+  name.append(el('code', { class: 'prefix' }, keyLabel(k)));
+  const buttons = el('div', { class: 'row-buttons' });
   if (hasScope('write')) {
-    actions.append(actionButton('edit', 'Edit', k), actionButton('roll', 'Roll', k));
+    buttons.append(actionButton('edit', 'Edit', k), actionButton('roll', 'Roll', k));
     if (k.status === 'active') {
-      actions.append(actionButton('toggle', 'Deactivate', k));
+      buttons.append(actionButton('toggle', 'Deactivate', k));
     } else if (k.status === 'inactive') {
-      actions.append(actionButton('toggle', 'Activate', k));
+      buttons.append(actionButton('toggle', 'Activate', k));
     }
-    actions.append(actionButton('revoke', 'Revoke', k, 'small danger'));
+    buttons.append(actionButton('revoke', 'Revoke', k, 'small danger'));
   }
+  const actions = el('td', { class: 'row-actions' }, buttons);
   const projects = k.project_ids && k.project_ids.length > 0 ? k.project_ids.join(', ') : 'all';
   return el('tr', { 'data-key-id': k.id, 'data-status': k.status },
     name,
-    el('td', {}, el('code', { class: 'prefix' }, keyLabel(k))),
     el('td', { class: 'user' }, k.user_id),
     el('td', {}, k.type),
     el('td', {}, k.environment),
@@ -332,14 +336,17 @@ function openCreate() {
   for (const e of form.querySelectorAll('[aria-invalid]')) {
     e.removeAttribute('aria-invalid');
   }
+  // Every scope of the caller is offered; all but admin are ticked, so
+  // "Create" never mints an admin key unless admin was chosen.
   const list = $('create-scopes-list');
   clear(list);
   for (const s of state.me.scopes || []) {
     const id = 'create-scope-' + s.replace(/[^a-z0-9_-]/g, '_');
     list.append(el('span', { class: 'check' },
-      el('input', { type: 'checkbox', id, name: 'scope', value: s, checked: true }),
+      el('input', { type: 'checkbox', id, name: 'scope', value: s, checked: s !== 'admin' }),
       el('label', { htmlFor: id }, s)));
   }
+  $('create-scopes-hint').hidden = !hasScope('admin');
   const env = $('create-env');
   clear(env);
   env.append(el('option', { value: state.me.environment }, state.me.environment));

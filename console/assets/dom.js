@@ -44,7 +44,8 @@ export function clear(e) {
 
 // formatTime renders an RFC 3339 timestamp (or null) as a <time> element in
 // UTC (the column headers say so), minutes precision, the full value in its
-// title.
+// title. Date and time are spans, so that a narrow column breaks the line
+// between them and nowhere else.
 export function formatTime(iso, none = 'never') {
   if (iso === null || iso === undefined || iso === '') {
     return el('span', { class: 'muted' }, none);
@@ -54,7 +55,7 @@ export function formatTime(iso, none = 'never') {
     return el('span', {}, String(iso));
   }
   const s = d.toISOString();
-  return el('time', { dateTime: s, title: s }, s.slice(0, 10) + ' ' + s.slice(11, 16));
+  return el('time', { dateTime: s, title: s }, el('span', {}, s.slice(0, 10)), ' ', el('span', {}, s.slice(11, 16)));
 }
 
 // toLocalInput turns an RFC 3339 timestamp into a datetime-local value.
