@@ -14,12 +14,14 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,8 +30,7 @@ import (
 	"github.com/keygate/keygate"
 )
 
-// Lookup is what the cache wraps and what it offers: the one query the
-// decision needs.
+// Lookup is what the cache wraps: the store's query of one token hash.
 type Lookup interface {
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
 }
@@ -46,10 +47,11 @@ type Config struct {
 	// last confirmed in sync with the events log (MarkSynced); past it every
 	// lookup asks the store. Zero means no bound.
 	MaxStaleness time.Duration
-	// Prepare, if set, is called once on every record a load returns,
-	// before the record is cached or shared (extauthz attaches the
-	// precomputed headers of an allow).
-	Prepare    func(*keygate.KeyRecord)
+	// Metadata, if set, prepares a key's metadata for its view
+	// (keygate.KeyView.Metadata) once per load: extauthz encodes it as an
+	// allow's dynamic metadata, so a hit encodes nothing. Unset, views
+	// carry no metadata.
+	Metadata   func(json.RawMessage) string
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -60,7 +62,8 @@ type Config struct {
 // hit; 64 Ki buckets take 512 KiB.
 const genBuckets = 1 << 16
 
-// Cache is a Lookup that remembers the answers of another Lookup.
+// Cache remembers the answers of a Lookup as compact views
+// (keygate.KeyView): View is the decision's query.
 type Cache struct {
 	next   Lookup
 	cfg    Config
@@ -85,16 +88,17 @@ type Cache struct {
 
 type orgState struct{ gen atomic.Uint64 }
 
-// entry is one cached answer. rec nil is a negative entry: the hash is
-// unknown to the store.
+// entry is one cached answer, in one allocation with the view it holds.
+// found false is a negative entry: the hash is unknown to the store.
 type entry struct {
 	hash    keygate.Hash
-	rec     *keygate.KeyRecord
-	expires time.Time
+	found   bool
+	expires int64 // unix nanoseconds
 	gen     uint64
 	epoch   uint64
 	org     *orgState
 	orgGen  uint64
+	view    keygate.KeyView
 }
 
 type metrics struct {
@@ -129,10 +133,10 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	// ristretto wants about ten counters per item it may hold, and an
-	// entry costs about 2 KiB (see cost); sizing the counters by a smaller
-	// entry would spend hundreds of MiB on counters for a large cache.
-	counters := cfg.MaxBytes / 2048 * 10
+	// ristretto wants about ten counters per item it may hold; an entry
+	// costs at least entryCost (see cost), so this is enough for the most
+	// the cache can hold, and the counters' own bytes are in that cost.
+	counters := cfg.MaxBytes / entryCost * 10
 	if counters < 1000 {
 		counters = 1000
 	}
@@ -234,18 +238,19 @@ func (c *Cache) bucket(h *keygate.Hash) *atomic.Uint64 {
 	return &c.gens[binary.LittleEndian.Uint16(h[8:10])]
 }
 
-// LookupKey answers from the cache, or from next on a miss; concurrent misses
-// for one hash make one call to next. The record's LoadedAt tells how old it
+// View answers from the cache, or from next on a miss; concurrent misses
+// for one hash make one call to next. The view's LoadedAt tells how old it
 // is. Unknown hashes answer keygate.ErrNotFound, from cache or store; any
-// other error means the store could not answer and nothing usable was cached.
-func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
+// other error means the store could not answer and nothing usable was
+// cached. A view is read-only and stays valid after it is evicted.
+func (c *Cache) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
 	if e, ok := c.store.Get(key64(&h)); ok && c.fresh(e, &h, c.now()) {
-		if e.rec == nil {
+		if !e.found {
 			c.m.negHits.Inc()
 			return nil, keygate.ErrNotFound
 		}
 		c.m.hits.Inc()
-		return e.rec, nil
+		return &e.view, nil
 	}
 	c.m.misses.Inc()
 	return c.load(ctx, h)
@@ -256,7 +261,7 @@ func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyReco
 // blocked address for a token it knows (SPEC §3).
 func (c *Cache) Known(h keygate.Hash) bool {
 	e, ok := c.store.Get(key64(&h))
-	return ok && e.rec != nil && c.fresh(e, &h, c.now())
+	return ok && e.found && c.fresh(e, &h, c.now())
 }
 
 // fresh reports whether e may answer for h at now.
@@ -265,7 +270,7 @@ func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
 		e.gen == c.bucket(h).Load() &&
 		e.epoch == c.epoch.Load() &&
 		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
-		now.Before(e.expires) &&
+		now.UnixNano() < e.expires &&
 		(c.cfg.MaxStaleness == 0 || now.Sub(*c.syncedAt.Load()) <= c.cfg.MaxStaleness)
 }
 
@@ -292,11 +297,11 @@ func (c *Cache) Stale() bool {
 }
 
 type loaded struct {
-	rec *keygate.KeyRecord
-	err error
+	view *keygate.KeyView
+	err  error
 }
 
-func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
+func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
 	gen := c.bucket(&h).Load()
 	epoch, orgEpoch := c.epoch.Load(), c.orgEpoch.Load()
 	// The flight is keyed by every generation a load depends on: the
@@ -309,13 +314,13 @@ func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, e
 	binary.LittleEndian.PutUint64(fk[len(h)+8:], epoch)
 	binary.LittleEndian.PutUint64(fk[len(h)+16:], orgEpoch)
 	ch := c.flight.DoChan(string(fk[:]), func() (any, error) {
-		rec, err := c.loadOnce(h, gen, epoch, orgEpoch)
-		return loaded{rec, err}, nil
+		view, err := c.loadOnce(h, gen, epoch, orgEpoch)
+		return loaded{view, err}, nil
 	})
 	select {
 	case r := <-ch:
 		l := r.Val.(loaded)
-		return l.rec, l.err
+		return l.view, l.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -323,7 +328,7 @@ func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, e
 
 // loadOnce loads h for the generations read before the flight began, so
 // that what it caches is stale the moment any of them moves.
-func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.KeyRecord, error) {
+func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.KeyView, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LoadTimeout)
 	defer cancel()
 	start := time.Now()
@@ -331,27 +336,29 @@ func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		c.m.loads.WithLabelValues("not_found").Observe(time.Since(start).Seconds())
-		e := &entry{hash: h, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.NegativeTTL)}
-		c.store.SetWithTTL(key64(&h), e, negativeCost, c.cfg.NegativeTTL)
+		e := &entry{hash: h, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.NegativeTTL).UnixNano()}
+		c.store.Set(key64(&h), e, entryCost)
 		return nil, keygate.ErrNotFound
 	case err != nil:
 		c.m.loads.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		return nil, err
 	}
 	c.m.loads.WithLabelValues("found").Observe(time.Since(start).Seconds())
-	if c.cfg.Prepare != nil {
-		c.cfg.Prepare(rec)
+	var meta string
+	if c.cfg.Metadata != nil {
+		meta = c.cfg.Metadata(rec.Key.Metadata)
 	}
-	org := c.org(rec.Key.OrgID)
-	orgGen := org.gen.Load()
+	e := &entry{hash: h, found: true, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.TTL).UnixNano()}
+	e.view.Fill(rec, meta)
+	e.org = c.org(rec.Key.OrgID)
+	e.orgGen = e.org.gen.Load()
 	if c.orgEpoch.Load() != orgEpoch {
 		// An organization event landed while we loaded; we cannot tell
 		// whether it was this key's, so answer without caching.
-		return rec, nil
+		return &e.view, nil
 	}
-	e := &entry{hash: h, rec: rec, gen: gen, epoch: epoch, org: org, orgGen: orgGen, expires: c.now().Add(c.cfg.TTL)}
-	c.store.SetWithTTL(key64(&h), e, cost(rec), c.cfg.TTL)
-	return rec, nil
+	c.store.Set(key64(&h), e, cost(e))
+	return &e.view, nil
 }
 
 func (c *Cache) org(id string) *orgState {
@@ -362,29 +369,25 @@ func (c *Cache) org(id string) *orgState {
 	return o.(*orgState)
 }
 
-// negativeCost is the estimated size of a negative entry.
-const negativeCost = 128
+// The cost of an entry is the heap it really holds, so --cache-max-bytes
+// bounds memory rather than a count of entries:
+//   - the entry itself, view included (one allocation, rounded up to
+//     its size class);
+//   - ristretto's bookkeeping per item: its store's map slot, the policy's
+//     cost map slot (Go maps hold about 1.2 slots per item) and ten 4-bit
+//     counters in each of the sketch's four rows, plus the doorkeeper;
+//   - what the view holds beyond its struct (KeyView.Size).
+//
+// The constants are measured, not guessed: TestCost_BoundsTheHeap and the
+// memory figures in BENCHMARKS.md check them against the Go heap.
+const (
+	entrySize     = int64(unsafe.Sizeof(entry{}))
+	entryAlloc    = (entrySize + 15) &^ 15 // Go's size classes up to 256 B step by 16
+	ristrettoItem = (8+8+8+24)*12/10 + (8+8)*12/10 + 10*4/2 + 2
+	entryCost     = entryAlloc + ristrettoItem
+)
 
-// cost estimates the bytes an entry holds, so --cache-max-bytes bounds
-// memory rather than a count of entries.
-func cost(r *keygate.KeyRecord) int64 {
-	// The fixed part (entry, record, ristretto's item and the precomputed
-	// allow's protobuf messages) is calibrated against the live heap per
-	// cached key measured in BENCHMARKS.md (≈ 2.3 KB), so --cache-max-bytes
-	// bounds memory rather than an optimistic estimate of it.
-	n := 1024
-	k := &r.Key
-	n += len(k.ID) + len(k.OrgID) + len(k.UserID) + len(k.Name) + len(k.Prefix) + len(k.Last4) + len(k.Metadata)
-	for _, s := range k.Scopes {
-		n += 16 + len(s)
-	}
-	for _, p := range k.ProjectIDs {
-		n += 16 + len(p)
-	}
-	// The precomputed allow repeats ids, scopes and metadata once more.
-	n *= 2
-	return int64(n)
-}
+func cost(e *entry) int64 { return entryCost + int64(e.view.Size()) }
 
 // Apply invalidates what one event names: its token hashes, or for an
 // organization event every cached key of the organization.

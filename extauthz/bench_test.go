@@ -31,8 +31,7 @@ func benchHeaders(tok string) map[string]string {
 func benchServer(b *testing.B, f *fixture, cfg Config) *Server {
 	b.Helper()
 	cfg.Format, cfg.StripCredentials = f.format, true
-	prep := Config{HeaderPrefix: DefaultHeaderPrefix}
-	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 26, TTL: time.Hour, NegativeTTL: time.Hour, Prepare: prep.Prepare})
+	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 26, TTL: time.Hour, NegativeTTL: time.Hour, Metadata: MetadataEncoding})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -27,9 +27,32 @@ import (
 	"github.com/keygate/keygate/ratelimit"
 )
 
-// Lookup is the one query the decision needs (the cache, or the store).
+// Lookup is the one query the decision needs: the compact view of the key
+// a token hash names (the cache; Direct for a store without one).
 type Lookup interface {
+	View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error)
+}
+
+// Direct is a Lookup straight from a store, with no cache: every Check
+// queries the store and builds its view anew.
+func Direct(st interface {
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+}) Lookup {
+	return directLookup{st}
+}
+
+type directLookup struct {
+	st interface {
+		LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+	}
+}
+
+func (d directLookup) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
+	rec, err := d.st.LookupKey(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return keygate.NewKeyView(rec, MetadataEncoding(rec.Key.Metadata)), nil
 }
 
 // UsageRecorder notes allowed uses of keys (lastused.Tracker).
@@ -149,16 +172,6 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Prepare precomputes what an allow for rec carries. The cache calls it once
-// per loaded record (cache.Config.Prepare), so a hit builds no headers.
-func (c Config) Prepare(rec *keygate.KeyRecord) {
-	prefix := c.HeaderPrefix
-	if prefix == "" {
-		prefix = DefaultHeaderPrefix
-	}
-	rec.Prepared = prepare(rec, newHeaderNames(prefix))
-}
-
 // request is what the decision reads from a CheckRequest.
 type request struct {
 	method    string
@@ -231,12 +244,12 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 	}
 	if code := s.authorize(rec, &r, attrs.GetContextExtensions(), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("denied", "code", code, "key_id", rec.Key.ID, "key_prefix", rec.Key.Prefix)
+			s.log.Debug("denied", "code", code, "key_id", rec.ID())
 		}
 		return s.deny(&r, code), code
 	}
 	if s.cfg.Usage != nil {
-		s.cfg.Usage.Record(rec.Key.ID, now)
+		s.cfg.Usage.Record(rec.ID(), now)
 	}
 	return s.allow(rec, &r, from, now), ""
 }
@@ -252,7 +265,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 // lock out every key that works there. Any other token, and a known one
 // whose lookup then finds no live key, gets too_many_failed_attempts
 // without a lookup of its own, so the blocked address cannot test guesses.
-func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
+func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyView, uint8, keygate.Code) {
 	throttled := s.cfg.Throttle != nil && addr.IsValid()
 	blocked := false
 	if throttled {
@@ -265,7 +278,7 @@ func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Ad
 	if blocked && (code != "" || !s.known(tok.Hash())) {
 		return nil, 0, keygate.CodeTooManyFailedAttempts
 	}
-	var rec *keygate.KeyRecord
+	var rec *keygate.KeyView
 	if code == "" {
 		rec, code = s.identify(ctx, tok, now)
 	}
@@ -311,8 +324,8 @@ func (s *Server) token(c *credentials) (apikey.Token, uint8, keygate.Code) {
 // identify looks tok up and runs the key-status and organization steps.
 // The record is returned with api_key_inactive, api_key_expired and
 // organization_disabled too.
-func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) (*keygate.KeyRecord, keygate.Code) {
-	rec, err := s.lookup.LookupKey(ctx, tok.Hash())
+func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) (*keygate.KeyView, keygate.Code) {
+	rec, err := s.lookup.View(ctx, tok.Hash())
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		return nil, keygate.CodeInvalidAPIKey
@@ -324,12 +337,11 @@ func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) 
 }
 
 // keyState is the key-status and organization steps.
-func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
-	k := &rec.Key
-	if rec.TokenExpiresAt != nil && !now.Before(*rec.TokenExpiresAt) {
+func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
+	if v.TokenExpired(now) {
 		return keygate.CodeInvalidAPIKey // a rolled-away token past its grace
 	}
-	switch k.Status(now) {
+	switch v.Status(now) {
 	case keygate.StatusRevoked:
 		return keygate.CodeInvalidAPIKey
 	case keygate.StatusExpired:
@@ -337,7 +349,7 @@ func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 	case keygate.StatusInactive:
 		return keygate.CodeAPIKeyInactive
 	}
-	if rec.OrgDisabled {
+	if v.OrgDisabled() {
 		return keygate.CodeOrganizationDisabled
 	}
 	return ""
@@ -346,7 +358,7 @@ func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit. It returns "" to allow.
-func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]string, now time.Time) keygate.Code {
+func (s *Server) authorize(v *keygate.KeyView, r *request, ext map[string]string, now time.Time) keygate.Code {
 	if err := policy.CheckPath(r.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
@@ -364,24 +376,23 @@ func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]st
 		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.path), "err", err)
 		return keygate.CodeForbidden
 	}
-	k := &rec.Key
-	if !k.HasScope(route.Scope) {
+	if !v.HasScope(route.Scope) {
 		r.detail = "This route requires the scope " + strconv.Quote(route.Scope) + ", which the API key lacks."
 		return keygate.CodeInsufficientPermissions
 	}
-	if len(k.ProjectIDs) > 0 && route.HasProject && !contains(k.ProjectIDs, route.Project) {
+	if route.HasProject && v.Restricted() && !v.HasProject(route.Project) {
 		return keygate.CodeForbidden
 	}
-	if k.Type == keygate.Publishable && !route.Publishable {
+	if v.Type() == keygate.Publishable && !route.Publishable {
 		return keygate.CodeForbidden
 	}
 	if s.cfg.Limiter != nil {
-		limit := s.cfg.DefaultRateLimit
-		if k.RateLimitPerMinute != nil {
-			limit = *k.RateLimitPerMinute
+		limit, ok := v.RateLimit()
+		if !ok {
+			limit = s.cfg.DefaultRateLimit
 		}
 		if limit > 0 {
-			r.limit = s.cfg.Limiter.Allow(k.ID, limit)
+			r.limit = s.cfg.Limiter.Allow(v.ID(), limit)
 			if !r.limit.Allowed {
 				r.retryAfter = r.limit.RetryAfter
 				return keygate.CodeRateLimited
@@ -389,15 +400,6 @@ func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]st
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // pathOnly drops the query string, which may hold secrets, from a logged path.
@@ -410,9 +412,9 @@ func pathOnly(p string) string {
 
 // Authentication is the outcome of Authenticate.
 type Authentication struct {
-	// Record is the caller's key when Code is empty. For api_key_inactive,
+	// View is the caller's key when Code is empty. For api_key_inactive,
 	// api_key_expired and organization_disabled it is set too.
-	Record *keygate.KeyRecord
+	View *keygate.KeyView
 	// Code is the code that denies the request, or empty.
 	Code keygate.Code
 	// RetryAfter is set with too_many_failed_attempts.
@@ -432,7 +434,7 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 		}
 	}
 	var a Authentication
-	a.Record, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
+	a.View, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
 	return a
 }
 

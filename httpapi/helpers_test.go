@@ -137,7 +137,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: docsURL, Now: c.now,
 		DefaultRateLimit: o.defaultRateLimit, Throttle: throttle}
-	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Prepare: cfg.Prepare, Now: c.now})
+	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Metadata: extauthz.MetadataEncoding, Now: c.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -248,6 +248,13 @@ func (s *Service) GetKeyAs(ctx context.Context, c Caller, id string) (keygate.Ke
 	return s.visibleKey(ctx, &c, id)
 }
 
+// CallerKey returns the key an authenticated request acts with, as the
+// store has it now: the decision keeps only a compact view of it, and the
+// rules here read the whole key. A key revoked since is not_found.
+func (s *Service) CallerKey(ctx context.Context, orgID, id string) (keygate.Key, error) {
+	return s.store.GetKey(ctx, orgID, id)
+}
+
 // Whoami returns the caller's own key as stored now. It needs no scope.
 func (s *Service) Whoami(ctx context.Context, c Caller) (keygate.Key, error) {
 	return s.store.GetKey(ctx, c.Key.OrgID, c.Key.ID)

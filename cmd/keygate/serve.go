@@ -194,7 +194,7 @@ func (s *serveCmd) Run(d *deps) error {
 	keys, err := cache.New(st, cache.Config{
 		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
 		MaxStaleness: s.MaxStaleness,
-		Prepare:      azCfg.Prepare, Now: time.Now, Registerer: reg, Logger: logger,
+		Metadata:     extauthz.MetadataEncoding, Now: time.Now, Registerer: reg, Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the key cache: %w", err)
