@@ -272,15 +272,29 @@ func want(t *testing.T, r response, status int) {
 	}
 }
 
+// paramNull is the param of wantError for "param": null, present and
+// null (a body that does not parse); "" wants param absent.
+const paramNull = "(null)"
+
 func wantError(t *testing.T, r response, status int, code keygate.Code, param string) httpapi.ErrorBody {
 	t.Helper()
 	if r.Status != status {
 		t.Errorf("status = %d, want %d; body %s", r.Status, status, r.Body)
 	}
 	b := decode[httpapi.ErrorBody](t, r)
+	// The raw member tells absent from null, which the decoded body cannot.
+	var raw struct {
+		Error map[string]json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(r.Body, &raw); err != nil {
+		t.Fatalf("body %s: %v", r.Body, err)
+	}
 	gotParam := ""
-	if b.Error.Param != nil {
-		gotParam = *b.Error.Param
+	if p, ok := raw.Error["param"]; ok {
+		gotParam = paramNull
+		if string(p) != "null" && json.Unmarshal(p, &gotParam) != nil {
+			t.Errorf("param = %s, want a string or null", p)
+		}
 	}
 	if b.Error.Code != code || gotParam != param {
 		t.Errorf("error = %s param %q, want %s param %q; body %s", b.Error.Code, gotParam, code, param, r.Body)

@@ -218,8 +218,37 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    keygate.Code `json:"code"`
 	Message string       `json:"message"`
-	Param   *string      `json:"param,omitempty"`
+	Param   ErrorParam   `json:"param,omitzero"`
 	DocsURL string       `json:"docs_url,omitempty"`
+}
+
+// ErrorParam is error.param: absent (the zero value) for errors that are
+// not about a body field, the field's name for a bad field, and null for a
+// body that does not parse, where no one field is to blame (SPEC §5).
+type ErrorParam struct {
+	Name string
+	Null bool
+}
+
+// IsZero reports whether p is absent.
+func (p ErrorParam) IsZero() bool { return p.Name == "" && !p.Null }
+
+// MarshalJSON writes p as its name or null.
+func (p ErrorParam) MarshalJSON() ([]byte, error) {
+	if p.Name == "" {
+		return []byte("null"), nil
+	}
+	return json.Marshal(p.Name)
+}
+
+// UnmarshalJSON reads a name or null.
+func (p *ErrorParam) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*p = ErrorParam{Null: true}
+		return nil
+	}
+	*p = ErrorParam{}
+	return json.Unmarshal(b, &p.Name)
 }
 
 // ErrorMeta is the "meta" member of ErrorBody.
@@ -239,8 +268,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	d := ErrorDetail{Code: code, Message: keygate.ErrorMessage(err)}
 	var e *keygate.Error
-	if errors.As(err, &e) && e.Param != "" {
-		d.Param = &e.Param
+	switch {
+	case errors.Is(err, errBodyNotJSON):
+		d.Param = ErrorParam{Null: true}
+	case errors.As(err, &e) && e.Param != "":
+		d.Param = ErrorParam{Name: e.Param}
 	}
 	if h.cfg.DocsURL != "" {
 		d.DocsURL = h.cfg.DocsURL + "#" + string(code)
