@@ -214,10 +214,7 @@ func (s *Service) effectiveRate(r *int) int {
 
 func (s *Service) rateWithin(c *Caller, r *int) error {
 	have := s.effectiveRate(c.Key.RateLimitPerMinute)
-	if have == 0 {
-		return nil // an unlimited caller may give any limit
-	}
-	if want := s.effectiveRate(r); want == 0 || want > have {
+	if exceeds(s.effectiveRate(r), have) {
 		return escalation("rate_limit_per_minute", "The calling key is limited to %d requests per minute; a key it manages cannot have more.", have)
 	}
 	return nil
@@ -302,10 +299,12 @@ type KeyChanges struct {
 	Metadata           json.RawMessage     // replaces the whole object; null: {}
 }
 
-// UpdateKeyAs changes key id. A caller cannot widen a key beyond itself:
-// no rate limit above its own effective limit, no expiry after its own.
-// A change with no field is invalid_request: it would write an audit
-// event that records nothing.
+// UpdateKeyAs changes key id. A change that widens what the key can do
+// (see widening) needs the caller to hold at least the key's rights as
+// they would be afterwards, by the bounds of create and roll; a change
+// that only narrows it needs only access to the key. A change with no
+// field is invalid_request: it would write an audit event that records
+// nothing.
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
@@ -344,21 +343,53 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 	if err := c.require(ScopeWrite); err != nil {
 		return keygate.Key{}, err
 	}
-	if _, err := s.visibleKey(ctx, &c, id); err != nil {
+	k, err := s.visibleKey(ctx, &c, id)
+	if err != nil {
 		return keygate.Key{}, err
 	}
-	if ch.RateLimitPerMinute.Set {
-		if err := s.rateWithin(&c, u.RateLimitPerMinute); err != nil {
-			return keygate.Key{}, err
+	if s.widening(k, ch) {
+		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}
+		if ch.ExpiresAt.Set {
+			after.expiresAt = u.ExpiresAt
 		}
-	}
-	if ch.ExpiresAt.Set {
-		if err := s.expiryWithin(&c, u.ExpiresAt, "expires_at"); err != nil {
+		if ch.RateLimitPerMinute.Set {
+			after.rate = u.RateLimitPerMinute
+		}
+		if err := s.within(&c, after, "expires_at"); err != nil {
 			return keygate.Key{}, err
 		}
 	}
 	return s.store.UpdateKey(ctx, c.Key.OrgID, id, u, c.actor())
 }
+
+// widening reports whether ch would let key k do more than it can now
+// (SPEC §5): turn an inactive key back on, a later expiry or none, a
+// higher effective rate limit, or null, the server default, in place of
+// a limit of its own (--rate-limit may be raised later). Renaming,
+// metadata, deactivating and every lowering are narrowing.
+//
+// k is the key as read before the write; the store's update has no
+// precondition, so a concurrent narrowing of the same key can be
+// overwritten by a change judged against the older state.
+func (s *Service) widening(k keygate.Key, ch KeyChanges) bool {
+	if ch.Active != nil && *ch.Active && k.DisabledAt != nil {
+		return true
+	}
+	if e := ch.ExpiresAt; e.Set && k.ExpiresAt != nil && (e.Null || e.Value.After(*k.ExpiresAt)) {
+		return true
+	}
+	if r := ch.RateLimitPerMinute; r.Set {
+		if r.Null {
+			return k.RateLimitPerMinute != nil
+		}
+		return exceeds(r.Value, s.effectiveRate(k.RateLimitPerMinute))
+	}
+	return false
+}
+
+// exceeds reports whether rate limit a allows more than limit b, where 0
+// is unlimited.
+func exceeds(a, b int) bool { return b != 0 && (a == 0 || a > b) }
 
 // RevokeKeyAs revokes key id. Revoking takes privileges away, so any
 // caller with write may revoke any key it can see, itself included.
