@@ -32,11 +32,24 @@ import (
 
 // clock is real time plus an offset that tests move forward: the stores,
 // the decision and the API all read it, so a grace period can pass without
-// sleeping.
-type clock struct{ off atomic.Int64 }
+// sleeping. A frozen clock stands at one instant, to the nanosecond.
+type clock struct{ off, frozen atomic.Int64 }
 
-func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) now() time.Time {
+	base := time.Now()
+	if f := c.frozen.Load(); f != 0 {
+		base = time.Unix(0, f)
+	}
+	return base.Add(time.Duration(c.off.Load()))
+}
+
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// freeze stops the clock at t; advance still moves it.
+func (c *clock) freeze(t time.Time) {
+	c.off.Store(0)
+	c.frozen.Store(t.UnixNano())
+}
 
 // backends opens each real store with the test's clock: PostgreSQL in its
 // own database, SQLite in a temporary file.

@@ -95,8 +95,15 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	ck := &c.Key
 	nk := NewKey{
 		OrgID: ck.OrgID, UserID: ck.UserID, Name: r.Name, Scopes: ck.Scopes, ProjectIDs: ck.ProjectIDs,
-		Type: keygate.Secret, Environment: ck.Environment, ExpiresAt: ck.ExpiresAt,
+		Type: keygate.Secret, Environment: ck.Environment,
 		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata,
+	}
+	if ck.ExpiresAt != nil {
+		// Down, not up, to a whole second: a caller stored before expiry
+		// was kept to whole seconds may have a fraction, and its key must
+		// not outlive it.
+		t := ck.ExpiresAt.Truncate(time.Second)
+		nk.ExpiresAt = &t
 	}
 	if r.UserID != nil {
 		nk.UserID = *r.UserID
@@ -327,10 +334,13 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		}
 	}
 	if ch.ExpiresAt.Set {
-		u.ExpiresAt = ch.ExpiresAt.ptr()
 		u.ClearExpiresAt = ch.ExpiresAt.Null
-		if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
-			return keygate.Key{}, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+		if !ch.ExpiresAt.Null {
+			if !ch.ExpiresAt.Value.After(now) {
+				return keygate.Key{}, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+			}
+			ch.ExpiresAt.Value = expirySecond(ch.ExpiresAt.Value)
+			u.ExpiresAt = &ch.ExpiresAt.Value
 		}
 	}
 	if ch.Metadata != nil {

@@ -205,8 +205,12 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	if !k.Environment.Valid() {
 		return k, keygate.ParamErrorf("environment", "environment must be %q or %q.", keygate.Live, keygate.Test)
 	}
-	if k.ExpiresAt != nil && !k.ExpiresAt.After(now) {
-		return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+	if k.ExpiresAt != nil {
+		if !k.ExpiresAt.After(now) {
+			return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+		}
+		t := expirySecond(*k.ExpiresAt)
+		k.ExpiresAt = &t
 	}
 	if err := validateRate(k.RateLimitPerMinute); err != nil {
 		return k, err
@@ -215,6 +219,18 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 		return k, err
 	}
 	return k, nil
+}
+
+// expirySecond rounds an expiry up to the next whole second. Expiry is
+// kept to whole seconds (SPEC §2) so that the instant every transport
+// shows, in whole seconds, is the instant the key stops working; rounding
+// up never ends a key before the time it was given.
+func expirySecond(t time.Time) time.Time {
+	s := t.Truncate(time.Second)
+	if s.Before(t) {
+		s = s.Add(time.Second)
+	}
+	return s
 }
 
 func scopes(role string, given []string) ([]string, error) {

@@ -247,6 +247,35 @@ func TestCreateKey_NormalizesAndStoresOnlyTheHash(t *testing.T) {
 	}
 }
 
+// The CLI's --expires-in gives now+duration, with a fraction whenever now
+// has one; the key must not end before it, and the stored instant must be
+// the whole second that every transport shows (SPEC §2).
+func TestCreateKey_ExpiryRoundsUpToAWholeSecond(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		expiresAt time.Time
+		want      time.Time
+	}{
+		{"whole", now.Add(time.Hour), now.Add(time.Hour)},
+		{"a nanosecond past", now.Add(time.Hour + time.Nanosecond), now.Add(time.Hour + time.Second)},
+		{"a fraction past", now.Add(time.Hour + 700*time.Millisecond), now.Add(time.Hour + time.Second)},
+		{"in another zone", now.Add(time.Hour + time.Millisecond).In(time.FixedZone("CET", 3600)), now.Add(time.Hour + time.Second)},
+		{"less than a second ahead", now.Add(time.Millisecond), now.Add(time.Second)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newFakeStore()
+			nk := valid()
+			nk.ExpiresAt = &tt.expiresAt
+			if _, err := newService(st).CreateKey(context.Background(), nk, keygate.Actor{}); err != nil {
+				t.Fatalf("CreateKey: %v", err)
+			}
+			if got := st.created[0].ExpiresAt; got == nil || !got.Equal(tt.want) {
+				t.Errorf("stored expires_at %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestCreateKey_RoleGivesScopes(t *testing.T) {
 	for role, want := range map[string][]string{
 		"owner": {"admin", "read", "write"}, "admin": {"admin", "read", "write"},
