@@ -3,7 +3,9 @@ package manage
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -47,7 +49,7 @@ func (c *Caller) admin() bool { return c.Key.HasScope(ScopeAdmin) }
 
 func (c *Caller) require(scope string) error {
 	if !c.Key.HasScope(scope) {
-		return keygate.Errorf(keygate.CodeInsufficientPermissions, "This call requires the %q scope.", scope)
+		return keygate.Errorf(keygate.CodeInsufficientPermissions, "This call needs the %q scope.", scope)
 	}
 	return nil
 }
@@ -151,9 +153,9 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 		return CreatedKey{}, err
 	}
 	if r.UserID != nil && !c.admin() {
-		return CreatedKey{}, escalation("user_id", "Only an admin key may create keys for another user_id.")
+		return CreatedKey{}, escalation("user_id", "Creating a key for another user_id needs the %q scope.", ScopeAdmin)
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
 	return s.create(ctx, k, c.actor())
@@ -175,40 +177,75 @@ func escalation(param, format string, args ...any) error {
 	return e
 }
 
-// within reports an insufficient_permissions error, naming the field, when
-// g gives more than the caller's key has.
-func (s *Service) within(c *Caller, g grant, expiryParam string) error {
+// Why a key's rights are held to the caller's, the start of the message
+// of an insufficient_permissions that within reports.
+const (
+	whyCreate = "A key cannot get more than the key that creates it"
+	whyRoll   = "Rolling a key needs at least its rights"
+	whyPatch  = "This change widens the key, which needs at least its rights"
+)
+
+// within reports an insufficient_permissions error when g gives more than
+// the caller's key has: param names the bound and the message says why
+// the bound applies (whyCreate, …), what g has and what the caller has.
+func (s *Service) within(c *Caller, g grant, expiryParam, why string) error {
 	ck := &c.Key
+	deny := func(param, format string, args ...any) error {
+		return escalation(param, "%s: %s.", why, fmt.Sprintf(format, args...))
+	}
 	for _, sc := range g.scopes {
 		if !ck.HasScope(sc) {
-			return escalation("scopes", "The scope %q is beyond the calling key's scopes.", sc)
+			return deny("scopes", "the scope %q is beyond the calling key's scopes (%s)", sc, listText(ck.Scopes))
 		}
 	}
 	if len(ck.ProjectIDs) > 0 {
 		if len(g.projects) == 0 {
-			return escalation("project_ids", "A project-restricted key cannot give access to every project; list project_ids within its own.")
+			return deny("project_ids", "every project is beyond the calling key's projects (%s)", listText(ck.ProjectIDs))
 		}
 		for _, p := range g.projects {
 			if !slices.Contains(ck.ProjectIDs, p) {
-				return escalation("project_ids", "The project %q is beyond the calling key's projects.", p)
+				return deny("project_ids", "the project %q is beyond the calling key's projects (%s)", p, listText(ck.ProjectIDs))
 			}
 		}
 	}
 	if g.env != ck.Environment {
-		return escalation("environment", "The calling key belongs to the %q environment.", ck.Environment)
+		return deny("environment", "the environment %q is not the calling key's (%q)", g.env, ck.Environment)
 	}
-	if err := s.expiryWithin(c, g.expiresAt, expiryParam); err != nil {
-		return err
+	if have := ck.ExpiresAt; have != nil {
+		switch {
+		case g.expiresAt == nil:
+			return deny(expiryParam, "never expiring is beyond the calling key's expiry (%s)", timeText(*have))
+		case g.expiresAt.After(*have):
+			return deny(expiryParam, "the expiry %s is beyond the calling key's (%s)", timeText(*g.expiresAt), timeText(*have))
+		}
 	}
-	return s.rateWithin(c, g.rate)
-}
-
-func (s *Service) expiryWithin(c *Caller, t *time.Time, param string) error {
-	have := c.Key.ExpiresAt
-	if have != nil && (t == nil || t.After(*have)) {
-		return escalation(param, "The calling key expires at %s; a key it manages cannot outlive it.", have.UTC().Format(time.RFC3339))
+	if have := s.effectiveRate(ck.RateLimitPerMinute); exceeds(s.effectiveRate(g.rate), have) {
+		return deny("rate_limit_per_minute", "the rate limit (%s) is beyond the calling key's (%s)", s.rateText(g.rate), s.rateText(ck.RateLimitPerMinute))
 	}
 	return nil
+}
+
+func listText(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// rateText says what a rate_limit_per_minute allows.
+func (s *Service) rateText(r *int) string {
+	perMinute := func(n int) string {
+		if n == 0 {
+			return "unlimited"
+		}
+		return fmt.Sprintf("%d requests per minute", n)
+	}
+	if r == nil {
+		return "the server default, " + perMinute(s.defaultRate)
+	}
+	return perMinute(*r)
 }
 
 // effectiveRate is the limit a key is held to: its own, or --rate-limit.
@@ -217,14 +254,6 @@ func (s *Service) effectiveRate(r *int) int {
 		return s.defaultRate
 	}
 	return *r
-}
-
-func (s *Service) rateWithin(c *Caller, r *int) error {
-	have := s.effectiveRate(c.Key.RateLimitPerMinute)
-	if exceeds(s.effectiveRate(r), have) {
-		return escalation("rate_limit_per_minute", "The calling key is limited to %d requests per minute; a key it manages cannot have more.", have)
-	}
-	return nil
 }
 
 // visibleKey returns key id as the caller may see it: in its organization,
@@ -365,7 +394,7 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		if ch.RateLimitPerMinute.Set {
 			after.rate = u.RateLimitPerMinute
 		}
-		if err := s.within(&c, after, "expires_at"); err != nil {
+		if err := s.within(&c, after, "expires_at", whyPatch); err != nil {
 			return keygate.Key{}, err
 		}
 	}
@@ -427,7 +456,7 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at"); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
 	tok, err := s.format.Generate(k.Type, k.Environment)

@@ -71,6 +71,14 @@ func (f *fakeStore) RevokeKey(_ context.Context, orgID, id string, _ keygate.Act
 	return keygate.Key{ID: id, OrgID: orgID}, nil
 }
 
+func (f *fakeStore) GetOrganization(_ context.Context, id string) (keygate.Organization, error) {
+	o, ok := f.orgs[id]
+	if !ok {
+		return o, keygate.ErrNotFound
+	}
+	return o, nil
+}
+
 // The rules of the *As operations are tested against the real stores in
 // httpapi; these only satisfy Store.
 func (f *fakeStore) GetKey(context.Context, string, string) (keygate.Key, error) {
@@ -309,6 +317,7 @@ func TestListKeys_ReadsEveryPage(t *testing.T) {
 		{Keys: []keygate.Key{{ID: "key_a"}, {ID: "key_b"}}, Next: next},
 		{Keys: []keygate.Key{{ID: "key_c"}}},
 	}
+	st.orgs["acme"] = keygate.Organization{ID: "acme"}
 	keys, err := newService(st).ListKeys(context.Background(), "acme")
 	if err != nil {
 		t.Fatal(err)
