@@ -16,6 +16,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
@@ -116,6 +117,7 @@ type env struct {
 	usage    *usage
 	srv      *httptest.Server
 	clock    *clock
+	metrics  *prometheus.Registry // what the handler registers and /metrics serves
 }
 
 type usage struct {
@@ -173,14 +175,15 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	if o.syncer != nil {
 		syncer = o.syncer
 	}
+	reg := prometheus.NewRegistry()
 	h := httpapi.NewHandler(httpapi.Config{
-		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now,
+		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &env{t: t, st: st, cli: manage.New(st, format, c.now), cache: keys, follower: f, authz: authz,
-		usage: u, srv: srv, clock: c}
+		usage: u, srv: srv, clock: c, metrics: reg}
 }
 
 // key creates a key as the CLI does (organization created when missing,
