@@ -299,7 +299,7 @@ func (s *serveCmd) Run(d *deps) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	web := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
+		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger,
 			Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
 			Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 				state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
