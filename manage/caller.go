@@ -389,11 +389,16 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 	if err := c.require(ScopeWrite); err != nil {
 		return keygate.Key{}, err
 	}
-	k, err := s.visibleKey(ctx, &c, id)
-	if err != nil {
+	if _, err := s.visibleKey(ctx, &c, id); err != nil {
 		return keygate.Key{}, err
 	}
-	if s.widening(k, ch) {
+	// The bounds are judged on the key as the update locks it, not on the
+	// read above: an admin who deactivates the key meanwhile must not have
+	// a weaker caller's active: true judged against the active key it read.
+	u.Allowed = func(k keygate.Key) error {
+		if !s.widening(k, ch) {
+			return nil
+		}
 		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}
 		if ch.ExpiresAt.Set {
 			after.expiresAt = u.ExpiresAt
@@ -401,9 +406,7 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		if ch.RateLimitPerMinute.Set {
 			after.rate = u.RateLimitPerMinute
 		}
-		if err := s.within(&c, after, "expires_at", whyPatch); err != nil {
-			return keygate.Key{}, err
-		}
+		return s.within(&c, after, "expires_at", whyPatch)
 	}
 	return s.store.UpdateKey(ctx, c.Key.OrgID, id, u, c.actor())
 }
