@@ -4,7 +4,9 @@
 // `keygate serve` and CLI commands in other processes share the file at the
 // same time, so every connection runs in WAL mode (readers never block the
 // writer), waits on a busy timeout instead of failing, enforces foreign
-// keys, and starts write transactions with BEGIN IMMEDIATE: a transaction
+// keys, syncs every commit to disk (synchronous=FULL: with NORMAL, a revoke
+// acknowledged just before a power cut could be lost and the key work
+// again), and starts write transactions with BEGIN IMMEDIATE: a transaction
 // that will write takes the write lock first, so it never has to upgrade a
 // stale read snapshot and fail with SQLITE_BUSY. Writers are serialized by
 // SQLite itself, so event sequence numbers become visible in commit order.
@@ -66,7 +68,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if strings.Contains(cfg.Path, "?") {
 		return nil, fmt.Errorf("sqlite: database path %q must not contain '?'", cfg.Path)
 	}
-	dsn := cfg.Path + fmt.Sprintf("?_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate",
+	dsn := cfg.Path + fmt.Sprintf("?_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=FULL&_txlock=immediate",
 		busyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
