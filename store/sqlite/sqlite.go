@@ -23,6 +23,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -76,7 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("sqlite: opening %s: %w", cfg.Path, err)
+		return nil, openError(cfg.Path, err)
 	}
 	s := &Store{db: db, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
@@ -86,6 +88,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return s, nil
+}
+
+// openError explains a database file SQLite could not open or write. Its own
+// text, "unable to open database file (14)", names neither the file nor what
+// to check, and the usual cause is a directory that is missing or belongs to
+// another user (a container's working directory, a volume owned by root).
+func openError(path string, err error) error {
+	switch sqliteCode(err) & 0xff { // the primary result code
+	case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM:
+	default:
+		return fmt.Errorf("sqlite: opening %s: %w", path, err)
+	}
+	if abs, aerr := filepath.Abs(path); aerr == nil {
+		path = abs
+	}
+	return fmt.Errorf("sqlite: cannot open database file %s: check that directory %s exists and that it and the file are writable by uid %d gid %d, the user this process runs as (SQLite also creates %s-wal and %s-shm there): %w",
+		path, filepath.Dir(path), os.Getuid(), os.Getgid(), filepath.Base(path), filepath.Base(path), err)
 }
 
 // Ping checks that the database answers.
