@@ -153,7 +153,10 @@ func TestCompose_KeygateStartsAfterMigrationOnHealthyPostgres(t *testing.T) {
 		t.Errorf("keygate command mismatch (-want +got):\n%s", diff)
 	}
 	if kg.Build == nil {
-		t.Error("keygate service is not built from the repository")
+		t.Fatal("keygate service is not built from the repository")
+	}
+	if _, ok := kg.Build.Args["VERSION"]; !ok {
+		t.Error("keygate's build passes no VERSION build arg: `keygate version` would say (devel)")
 	}
 	if migrate.Image != kg.Image || (migrate.Build == nil) != (kg.Build == nil) {
 		t.Errorf("migrate runs image %q, keygate %q: they must run the same build", migrate.Image, kg.Image)
