@@ -76,7 +76,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", cfg.Path, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		db.Close()
 		return nil, openError(cfg.Path, err)
 	}
@@ -88,6 +88,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return s, nil
+}
+
+// ping opens the first connection. Processes opening a new file together
+// race to switch it to WAL, and the loser gets SQLITE_BUSY at once: SQLite
+// does not wait where waiting could deadlock, so busy_timeout does not help.
+// ping retries that, within the busy timeout. (synchronous=FULL makes the
+// switch fsync, which widens the race.)
+func ping(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(lockPoll):
+		}
+	}
 }
 
 // openError explains a database file SQLite could not open or write. Its own
