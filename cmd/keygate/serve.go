@@ -288,20 +288,17 @@ func (s *serveCmd) Run(d *deps) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	web := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
-			Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
-			Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
-				state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
-					MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
-				if listener != nil {
-					state.Notifications, state.Connected = "listen", listener.Connected()
-				}
-				return state
-			}}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slogErrorLog(logger),
-	}
+	web := newWebServer(logger)
+	web.Handler = httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
+		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
+		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
+			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
+				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
+			if listener != nil {
+				state.Notifications, state.Connected = "listen", listener.Connected()
+			}
+			return state
+		}})
 	web.Handler = s.withConsole(web.Handler)
 
 	if f := s.httpTLS(); f.Enabled() {
@@ -365,6 +362,32 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// Limits of the HTTP server (API, console, health). The write timeout
+// bounds a whole response, so it must outlast the longest wait a request
+// may ask for (SPEC §12: ?wait=true&timeout= up to 30 s) by at least 5 s.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second // headers and a body of at most 64 KiB
+	httpWriteTimeout      = 40 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	// httpMaxHeaderBytes is Envoy's default request-header limit (60 KiB)
+	// with room to spare; a larger request line and headers get 431.
+	httpMaxHeaderBytes = 64 << 10
+)
+
+// newWebServer returns the HTTP server of --http-addr with its limits set,
+// so that a slow or oversized client cannot hold a connection or memory.
+func newWebServer(logger *slog.Logger) *http.Server {
+	return &http.Server{
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slogErrorLog(logger),
+	}
 }
 
 // prune deletes key events older than --events-retention every
