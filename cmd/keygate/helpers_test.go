@@ -130,8 +130,18 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"embedded", func(t *testing.T) env { return env{"KEYGATE_DATA_DIR": t.TempDir()} }},
+	{"embedded", func(t *testing.T) env { return migrated(t, env{"KEYGATE_DATA_DIR": t.TempDir()}) }},
 	{"postgres", func(t *testing.T) env { return env{"KEYGATE_DATABASE_URL": pgtest.NewDatabase(t)} }},
+}
+
+// migrated creates e's store with `keygate migrate`, as an operator
+// would before the first `keys create`, and returns e.
+func migrated(t *testing.T, e env) env {
+	t.Helper()
+	if r := invoke(t, e, "migrate"); r.code != 0 {
+		t.Fatalf("migrate: exit %d: %s", r.code, r.stderr)
+	}
+	return e
 }
 
 // closedAddr is a 127.0.0.1 address where nothing listens.

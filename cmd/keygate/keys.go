@@ -22,7 +22,7 @@ type migrateCmd struct {
 // Run applies the migrations (under PostgreSQL's advisory lock).
 func (m *migrateCmd) Run(d *deps) error {
 	logger := m.Conn.logger(d.stderr)
-	st, _, err := m.Conn.openMigrated(d.ctx, logger)
+	st, _, err := m.Conn.openMigrated(d.ctx, logger, createStore)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (o *orgArgs) do(d *deps, done string, op orgOp) error {
 	if err := manage.ValidateID("org_id", o.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "ORG"})
 	}
-	st, _, err := o.Conn.openMigrated(d.ctx, o.Conn.logger(d.stderr))
+	st, _, err := o.Conn.openMigrated(d.ctx, o.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	if err := manage.ValidateNewKey(nk, now); err != nil {
 		return cliError(err, createFlags())
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ func (k *keysListCmd) Run(d *deps) error {
 	if err := manage.ValidateID("org_id", k.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func (k *keysRevokeCmd) Run(d *deps) error {
 	if err := manage.ValidateID("org_id", k.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}

@@ -166,7 +166,7 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 func (s *serveCmd) Run(d *deps) error {
 	ctx := d.ctx
 	logger := s.Conn.logger(d.stderr)
-	st, embedded, err := s.Conn.openMigrated(ctx, logger)
+	st, embedded, err := s.Conn.openMigrated(ctx, logger, createStore)
 	if err != nil {
 		return err
 	}
