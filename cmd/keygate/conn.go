@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
@@ -129,13 +131,8 @@ func (c *connFlags) open(ctx context.Context, logger *slog.Logger, use storeUse)
 		}
 		return pg, false, nil
 	}
-	switch fi, err := os.Stat(c.DataDir); {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, false, usageErrorf("--data-dir %s does not exist; create it, or set --database-url (KEYGATE_DATABASE_URL) for PostgreSQL", c.DataDir)
-	case err != nil:
-		return nil, false, usageErrorf("--data-dir: %v", err)
-	case !fi.IsDir():
-		return nil, false, usageErrorf("--data-dir %s is not a directory", c.DataDir)
+	if err := c.checkDataDir(); err != nil {
+		return nil, false, err
 	}
 	path := c.embeddedPath()
 	if use == existingStore {
@@ -148,6 +145,30 @@ func (c *connFlags) open(ctx context.Context, logger *slog.Logger, use storeUse)
 		return nil, false, fmt.Errorf("opening the embedded store %s: %w", path, err)
 	}
 	return lite, true, nil
+}
+
+// checkDataDir fails unless --data-dir is an existing directory: no
+// command creates it.
+func (c *connFlags) checkDataDir() error {
+	switch fi, err := os.Stat(c.DataDir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usageErrorf("--data-dir %s does not exist; create it, or set --database-url (KEYGATE_DATABASE_URL) for PostgreSQL", c.DataDir)
+	case err != nil:
+		return usageErrorf("--data-dir: %v", err)
+	case !fi.IsDir():
+		return usageErrorf("--data-dir %s is not a directory", c.DataDir)
+	}
+	return nil
+}
+
+// databaseAddr is the host:port of a PostgreSQL URL, for messages that
+// must name the server but never repeat the URL (it may hold a password).
+func databaseAddr(raw string) string {
+	cfg, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return postgres.Addr(cfg)
 }
 
 // openMigrated opens the store and applies the migrations, which are

@@ -24,7 +24,10 @@ type cli struct {
 
 // deps is what every command's Run receives: the process around it.
 type deps struct {
+	// ctx ends at the first SIGTERM or SIGINT; hurry is closed at the
+	// second (serve's drain skips the rest of --shutdown-delay).
 	ctx    context.Context
+	hurry  <-chan struct{}
 	getenv func(string) string
 	stdout io.Writer
 	stderr io.Writer
@@ -35,9 +38,9 @@ type deps struct {
 type kongExit int
 
 // run parses args and runs the selected command until it finishes or ctx
-// ends. It never exits the process; the error it returns carries the exit
-// status (see exitCode).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+// ends (hurry: see deps). It never exits the process; the error it returns
+// carries the exit status (see exitCode).
+func run(ctx context.Context, hurry <-chan struct{}, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	var c cli
 	parser, err := newParser(&c, getenv, stdout, stderr)
 	if err != nil {
@@ -60,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// Unknown flags, bad values and every Validate failure.
 		return &exitError{code: exitUsage, err: err}
 	}
-	return kctx.Run(&deps{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr})
+	return kctx.Run(&deps{ctx: ctx, hurry: hurry, getenv: getenv, stdout: stdout, stderr: stderr})
 }
 
 // newParser returns the kong parser of c, reading variables through getenv.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -53,7 +54,8 @@ type serveCmd struct {
 	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
 	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
 	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
-	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after SIGTERM before connections are cut."`
+	ShutdownDelay    time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
+	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
 
 	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself; two missed heartbeats reconnect it."`
 	MaxStaleness      time.Duration `name:"max-staleness" env:"KEYGATE_MAX_STALENESS" default:"30s" help:"Serve cached keys for at most this long since the events log was last read; then ask the store, or deny with 503."`
@@ -111,6 +113,9 @@ func (s *serveCmd) Validate() error {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
 		}
 	}
+	if s.ShutdownDelay < 0 {
+		return fmt.Errorf("--shutdown-delay must be 0 (no delay) or more, got %s", s.ShutdownDelay)
+	}
 	if s.TLSReloadInterval <= 0 {
 		return fmt.Errorf("--tls-reload-interval must be positive, got %s", s.TLSReloadInterval)
 	}
@@ -161,24 +166,103 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 	}
 }
 
-// Run serves until d.ctx ends (SIGTERM or SIGINT), then drains: health
-// NOT_SERVING, in-flight checks finish (up to --shutdown-timeout), exit 0.
+// Run serves until d.ctx ends (SIGTERM or SIGINT), then drains (see
+// drain). /healthz and /readyz answer from the start, while the store is
+// opened and migrated (retried with backoff when PostgreSQL does not
+// answer); ext_authz and the management API are served once it is ready.
 func (s *serveCmd) Run(d *deps) error {
 	ctx := d.ctx
 	logger := s.Conn.logger(d.stderr)
-	st, embedded, err := s.Conn.openMigrated(ctx, logger, createStore)
+	if s.Conn.DatabaseURL == "" {
+		// Before anything is bound or logged: a wrong --data-dir is one line.
+		if err := s.Conn.checkDataDir(); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Both listeners are bound first, so a taken port fails the start at
+	// once; gRPC is served once the store is ready.
+	grpcLis, err := net.Listen("tcp", s.GRPCAddr)
 	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	defer grpcLis.Close()
+	httpLis, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+	defer httpLis.Close()
+	var grpcOpts []grpc.ServerOption
+	var tlsServers []*tlsfiles.Server
+	if f := s.grpcTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "grpc", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(ts.Config())))
+	}
+	life := newLifecycle(s.storeName())
+	web := newWebServer(logger)
+	web.Handler = life
+	if f := s.httpTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "http", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		web.TLSConfig = ts.Config()
+		httpLis = tls.NewListener(httpLis, web.TLSConfig)
+	}
+
+	// Everything below runs until stopRun, which comes after the servers
+	// have drained, so that the listener, the throttle and the certificate
+	// reloaders keep working through --shutdown-delay.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
+	defer func() {
+		// On a failed start: stop what did start. After a drain: no-ops.
+		stopRun()
+		web.Close()
+		_ = g.Wait()
+	}()
+	for _, ts := range tlsServers {
+		g.Go(func() error { return ts.Run(gctx, s.TLSReloadInterval) })
+	}
+	g.Go(func() error {
+		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	logger.Info("starting: health on --http-addr now, ext_authz and the API once the store is ready",
+		"http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String())
+
+	// startCtx ends at the first signal or when the HTTP server fails.
+	startCtx, cancelStart := context.WithCancel(gctx)
+	defer cancelStart()
+	defer context.AfterFunc(ctx, cancelStart)()
+	st, embedded, err := s.openStore(startCtx, logger, life)
+	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped before the store was ready")
+			return nil
+		}
+		if werr := gctx.Err(); werr != nil {
+			return g.Wait()
+		}
 		return err
 	}
 	defer st.Close()
 	if embedded {
-		if err := s.bootstrap(ctx, d, st, logger); err != nil {
+		if err := s.bootstrap(startCtx, d, st, logger); err != nil {
 			return err
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	azCfg := s.extauthzConfig()
 	azCfg.Logger, azCfg.Registerer = logger, reg
 	keys, err := cache.New(st, cache.Config{
@@ -196,7 +280,7 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	// Find the log's end before the first lookup, so no event between a
 	// load and the follower's start can be missed.
-	if err := follower.Start(ctx); err != nil {
+	if err := follower.Start(startCtx); err != nil {
 		return fmt.Errorf("reading the key-events log: %w", err)
 	}
 	var listener *postgres.Listener
@@ -260,27 +344,6 @@ func (s *serveCmd) Run(d *deps) error {
 		return err
 	}
 
-	grpcLis, err := net.Listen("tcp", s.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("--grpc-addr: %w", err)
-	}
-	defer grpcLis.Close()
-	httpLis, err := net.Listen("tcp", s.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("--http-addr: %w", err)
-	}
-	defer httpLis.Close()
-
-	var grpcOpts []grpc.ServerOption
-	var tlsServers []*tlsfiles.Server
-	if f := s.grpcTLS(); f.Enabled() {
-		ts, err := tlsfiles.NewServer(f, "grpc", logger, reg)
-		if err != nil {
-			return err
-		}
-		tlsServers = append(tlsServers, ts)
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(ts.Config())))
-	}
 	gs := grpc.NewServer(append(extauthz.ServerOptions(), grpcOpts...)...)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	hs := health.NewServer()
@@ -288,8 +351,7 @@ func (s *serveCmd) Run(d *deps) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	web := newWebServer(logger)
-	web.Handler = httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
+	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
 		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
 		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
@@ -299,26 +361,13 @@ func (s *serveCmd) Run(d *deps) error {
 			}
 			return state
 		}})
-	web.Handler = s.withConsole(web.Handler)
 
-	if f := s.httpTLS(); f.Enabled() {
-		ts, err := tlsfiles.NewServer(f, "http", logger, reg)
-		if err != nil {
-			return err
-		}
-		tlsServers = append(tlsServers, ts)
-		web.TLSConfig = ts.Config()
-		httpLis = tls.NewListener(httpLis, web.TLSConfig)
-	}
-	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
-		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
-	g, gctx := errgroup.WithContext(ctx)
-	// The follower outlives the servers so that checks still in flight
-	// during the drain see revocations.
+	// The follower and the last-used writer outlive the servers, so that
+	// checks still in flight during the drain see revocations and their
+	// use is flushed once more after the last one.
 	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFollowing()
 	g.Go(func() error { return follower.Run(followCtx) })
-	// last_used_at is flushed once more after the servers drained.
 	g.Go(func() error { return usage.Run(followCtx) })
 	if listener != nil {
 		g.Go(func() error { return listener.Run(gctx) })
@@ -331,37 +380,119 @@ func (s *serveCmd) Run(d *deps) error {
 		g.Go(func() error { return throttle.Run(gctx) })
 	}
 	g.Go(func() error { return s.prune(gctx, st, logger) })
-	g.Go(func() error { return gs.Serve(grpcLis) })
-	for _, ts := range tlsServers {
-		g.Go(func() error { return ts.Run(gctx, s.TLSReloadInterval) })
-	}
 	g.Go(func() error {
-		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+		// A signal right after the start can stop gs before Serve runs.
+		if err := gs.Serve(grpcLis); !errors.Is(err, grpc.ErrServerStopped) {
 			return err
 		}
 		return nil
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		logger.Info("shutting down", "timeout", s.ShutdownTimeout)
-		hs.Shutdown() // NOT_SERVING first: Envoy stops sending new checks here
-		deadline := time.Now().Add(s.ShutdownTimeout)
-		force := time.AfterFunc(s.ShutdownTimeout, gs.Stop)
-		gs.GracefulStop()
-		force.Stop()
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		defer cancel()
-		if err := web.Shutdown(sctx); err != nil {
-			web.Close()
-		}
-		stopFollowing()
-		return nil
-	})
+	life.serve(s.withConsole(api))
+	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
+
+	s.drain(ctx, d.hurry, gctx, logger, hs, life, gs, web)
+	stopRun()
+	stopFollowing()
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// drain waits for the first signal (ctx) or a failed component (failed),
+// then shuts the servers down in the order SPEC §6 gives: not ready first
+// (gRPC health NOT_SERVING for every service, /readyz 503) while still
+// serving for --shutdown-delay, so that Envoy's health checks and
+// Kubernetes endpoints stop sending here; then stop accepting and let the
+// requests in flight finish, for at most --shutdown-timeout. A second
+// signal (hurry) skips the rest of the delay; a failure skips all of it.
+func (s *serveCmd) drain(ctx context.Context, hurry <-chan struct{}, failed context.Context, logger *slog.Logger,
+	hs *health.Server, life *lifecycle, gs *grpc.Server, web *http.Server) {
+	select {
+	case <-ctx.Done():
+	case <-failed.Done():
+	}
+	hs.Shutdown()
+	life.drain()
+	if ctx.Err() != nil && failed.Err() == nil && s.ShutdownDelay > 0 {
+		logger.Info("shutting down: not ready, still serving until the delay has passed; a second signal skips it",
+			"delay", s.ShutdownDelay)
+		t := time.NewTimer(s.ShutdownDelay)
+		select {
+		case <-t.C:
+		case <-hurry:
+			logger.Info("second signal: skipping the rest of the delay")
+		case <-failed.Done():
+		}
+		t.Stop()
+	}
+	logger.Info("stopping: no new connections, finishing requests in flight", "timeout", s.ShutdownTimeout)
+	deadline := time.Now().Add(s.ShutdownTimeout)
+	force := time.AfterFunc(s.ShutdownTimeout, gs.Stop)
+	gs.GracefulStop()
+	force.Stop()
+	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	if err := web.Shutdown(sctx); err != nil {
+		web.Close()
+	}
+}
+
+// storeName is what serve waits for while it opens the store, for /readyz
+// and the log: the database's host:port, never its URL.
+func (s *serveCmd) storeName() string {
+	if s.Conn.DatabaseURL == "" {
+		return "embedded store " + s.Conn.embeddedPath()
+	}
+	return "database " + databaseAddr(s.Conn.DatabaseURL)
+}
+
+// Backoff of serve's attempts to reach PostgreSQL at start.
+const (
+	storeRetryFirst = 250 * time.Millisecond
+	storeRetryMax   = 15 * time.Second
+)
+
+// openStore opens and migrates the store. PostgreSQL is retried with
+// jittered exponential backoff until it answers or ctx ends, and life says
+// meanwhile what serve waits for; the embedded store gets one attempt.
+func (s *serveCmd) openStore(ctx context.Context, logger *slog.Logger, life *lifecycle) (store.Store, bool, error) {
+	if s.Conn.DatabaseURL == "" {
+		return s.Conn.openMigrated(ctx, logger, createStore)
+	}
+	listenURL := s.Conn.ListenDatabaseURL
+	if listenURL == "" {
+		listenURL = s.Conn.DatabaseURL
+	}
+	delay := storeRetryFirst
+	for attempt := 1; ; attempt++ {
+		life.waitFor(s.storeName())
+		st, _, err := s.Conn.open(ctx, logger, createStore)
+		if err == nil {
+			life.waitFor("database " + databaseAddr(listenURL) + " (migrations)")
+			if err = st.Migrate(ctx); err == nil {
+				return st, false, nil
+			}
+			st.Close()
+			err = fmt.Errorf("migrating the store: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		logger.Warn("the database is not ready; retrying", "waiting_for", life.waiting(), "attempt", attempt,
+			"retry_in", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, storeRetryMax)
+	}
 }
 
 // Limits of the HTTP server (API, console, health). The write timeout

@@ -1,12 +1,21 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TestServe_HTTPServerHasLimits pins the HTTP server's limits: a slow
@@ -58,5 +67,150 @@ func TestServe_OversizeHeaderIs431(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /healthz with a 32 KiB header = %d, want 200", resp.StatusCode)
+	}
+}
+
+// grpcClient dials addr without TLS and closes the connection when the test ends.
+func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func checkRequest(token string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Host: "api.example", Scheme: "http",
+			Headers: map[string]string{":method": "GET", ":path": "/", ":authority": "api.example", "authorization": "Bearer " + token}},
+	}}}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServe_DrainsForTheShutdownDelay pins SPEC §6's shutdown: after the
+// first signal keygate says it is not ready (gRPC health NOT_SERVING for
+// every service, /readyz 503 shutting_down) but answers every Check, on
+// open and on new connections, until --shutdown-delay has passed; then the
+// listener closes and serve returns nil (exit 0).
+func TestServe_DrainsForTheShutdownDelay(t *testing.T) {
+	e := backends[0].env(t)
+	token := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "drain")
+	const delay = 2 * time.Second
+	s := serve(t, e, "--shutdown-delay", delay.String())
+	conn := grpcClient(t, s.grpcAddr)
+	authz, hc := authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
+	if resp, err := authz.Check(t.Context(), checkRequest(token)); err != nil || resp.GetStatus().GetCode() != 0 {
+		t.Fatalf("check before the signal: %v %v", resp.GetStatus(), err)
+	}
+
+	signalled := time.Now()
+	s.signal()
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName} {
+		if !eventually(time.Second, func() bool {
+			resp, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+			return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+		}) {
+			t.Errorf("health of %q is not NOT_SERVING after the signal", svc)
+		}
+	}
+	if code, body := httpGet(t, "http://"+s.httpAddr+"/readyz"); code != 503 || !strings.Contains(body, `"status":"shutting_down"`) {
+		t.Errorf("/readyz during the delay = %d %s, want 503 shutting_down", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+s.httpAddr+"/healthz"); code != 200 {
+		t.Errorf("/healthz during the delay = %d, want 200", code)
+	}
+	// Checks during the delay are answered: on the open connection…
+	for i := 0; i < 5; i++ {
+		resp, err := authz.Check(t.Context(), checkRequest(token))
+		if err != nil || resp.GetStatus().GetCode() != 0 {
+			t.Fatalf("check %d during the delay: %v %v", i, resp.GetStatus(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// …and on a new one.
+	if r := check(t, s, token); r.code != 0 {
+		t.Errorf("check on a new connection during the delay: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if time.Since(signalled) > delay {
+		t.Fatalf("the checks above took longer than the delay (%v); the test proves nothing", delay)
+	}
+
+	select {
+	case <-s.done:
+	case <-time.After(delay + 5*time.Second):
+		t.Fatal("serve did not stop after the delay")
+	}
+	if took := time.Since(signalled); took < delay {
+		t.Errorf("serve stopped %v after the signal, before the %v delay", took, delay)
+	}
+	if s.err != nil {
+		t.Errorf("serve returned %v, want nil (exit 0)", s.err)
+	}
+	if c, err := net.DialTimeout("tcp", s.grpcAddr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the gRPC listener still accepts after the drain")
+	}
+}
+
+// TestServe_SecondSignalSkipsTheDelay: an operator's second Ctrl-C (or a
+// second SIGTERM) does not wait out --shutdown-delay.
+func TestServe_SecondSignalSkipsTheDelay(t *testing.T) {
+	s := serve(t, backends[0].env(t), "--shutdown-delay", "1m")
+	s.signal()
+	time.Sleep(200 * time.Millisecond)
+	if code, _ := httpGet(t, "http://"+s.httpAddr+"/healthz"); code != 200 {
+		t.Fatalf("/healthz during the delay = %d", code)
+	}
+	second := time.Now()
+	s.signal()
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve still running 5 s after the second signal, with a 1 m delay")
+	}
+	if s.err != nil {
+		t.Errorf("serve returned %v, want nil", s.err)
+	}
+	t.Logf("stopped %v after the second signal", time.Since(second).Round(time.Millisecond))
+}
+
+// TestNotifyShutdown_SecondSignalClosesHurry drives the real signal path
+// with SIGUSR2, which nothing else in the test binary listens for.
+func TestNotifyShutdown_SecondSignalClosesHurry(t *testing.T) {
+	ctx, hurry, stop := notifyShutdown(context.Background(), syscall.SIGUSR2)
+	defer stop()
+	raise := func() {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raise()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first signal did not end the context")
+	}
+	select {
+	case <-hurry:
+		t.Fatal("hurry closed after one signal")
+	case <-time.After(50 * time.Millisecond):
+	}
+	raise()
+	select {
+	case <-hurry:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second signal did not close hurry")
 	}
 }

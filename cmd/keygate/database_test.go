@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/tcpproxy"
+)
+
+// silentServer is a 127.0.0.1 address that accepts connections and never
+// answers: a database behind a hung proxy or a dead NAT entry.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestKeys_SilentDatabaseFailsWithinTheConnectTimeout: `keys list` against
+// a database that accepts and never answers fails after the 5 s connect
+// timeout, naming host:port and never the password.
+func TestKeys_SilentDatabaseFailsWithinTheConnectTimeout(t *testing.T) {
+	t.Parallel()
+	addr := silentServer(t)
+	start := time.Now()
+	r := invoke(t, env{"KEYGATE_DATABASE_URL": "postgres://kg:hunter2@" + addr + "/keygate?sslmode=disable"},
+		"keys", "list", "--org", "acme")
+	took := time.Since(start)
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1 (stderr %q)", r.code, r.stderr)
+	}
+	if took > 6500*time.Millisecond {
+		t.Errorf("keys list took %v, want about 5 s", took)
+	}
+	oneLineNaming(t, r, addr)
+	if strings.Contains(r.stderr, "hunter2") {
+		t.Errorf("stderr repeats the password: %q", r.stderr)
+	}
+}
+
+// readyz is serve's /readyz: status and body.
+func readyz(t *testing.T, s *server) (int, map[string]any) {
+	t.Helper()
+	code, body := httpGet(t, "http://"+s.httpAddr+"/readyz")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("/readyz %d: body %q is not JSON: %v", code, body, err)
+	}
+	return code, v
+}
+
+// TestServe_AnswersHealthWhileTheDatabaseDoesNot: with PostgreSQL
+// accepting and never answering, serve answers /healthz (200) at once and
+// says in /readyz (503) what it waits for, first the pool's server, then
+// the migrations' one, and comes up on its own once both answer.
+func TestServe_AnswersHealthWhileTheDatabaseDoesNot(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, direct := tcpproxy.Start(t, u.Host), tcpproxy.Start(t, u.Host)
+	pool.Blackhole()
+	direct.Blackhole()
+	// A password the server's trust auth ignores, to see it is never shown;
+	// connect_timeout=1 keeps the test short (the 5 s default is pinned by
+	// TestKeys_SilentDatabaseFailsWithinTheConnectTimeout).
+	proxied := func(p *tcpproxy.Proxy) string {
+		v := *u
+		v.Host, v.User = p.Addr(), url.UserPassword(u.User.Username(), "hunter2")
+		q := v.Query()
+		q.Set("connect_timeout", "1")
+		v.RawQuery = q.Encode()
+		return v.String()
+	}
+	s := start(t, env{"KEYGATE_DATABASE_URL": proxied(pool), "KEYGATE_LISTEN_DATABASE_URL": proxied(direct)})
+	s.waitForLog(t, "starting", 5*time.Second)
+
+	if code, body := httpGet(t, "http://"+s.httpAddr+"/healthz"); code != 200 {
+		t.Errorf("/healthz while the database hangs = %d %s, want 200", code, body)
+	}
+	// want checks /readyz, then waits until an attempt to reach the server
+	// has timed out, and checks both probes again: serve stays up.
+	want := func(waitingFor string) {
+		t.Helper()
+		check := func() {
+			t.Helper()
+			if code, body := readyz(t, s); code != 503 || body["status"] != "starting" || body["waiting_for"] != waitingFor {
+				t.Errorf("/readyz = %d %v, want 503 starting, waiting for %q", code, body, waitingFor)
+			}
+			if code, body := httpGet(t, "http://"+s.httpAddr+"/healthz"); code != 200 {
+				t.Errorf("/healthz while waiting for %s = %d %s, want 200", waitingFor, code, body)
+			}
+		}
+		if !eventually(5*time.Second, func() bool { _, body := readyz(t, s); return body["waiting_for"] == waitingFor }) {
+			t.Fatalf("/readyz never said it waits for %q", waitingFor)
+		}
+		check()
+		if !eventually(5*time.Second, func() bool { return retried(s, waitingFor) }) {
+			t.Fatalf("no timed-out attempt on %s was logged:\n%s", waitingFor, s.stderr.String())
+		}
+		check()
+	}
+	want("database " + pool.Addr())
+	if code, body := httpGet(t, "http://"+s.httpAddr+"/v1/whoami"); code != 503 || !strings.Contains(body, "service_unavailable") {
+		t.Errorf("the API while starting = %d %s, want 503 service_unavailable", code, body)
+	}
+
+	pool.Restore()
+	want("database " + direct.Addr() + " (migrations)")
+
+	direct.Restore()
+	s.waitForLog(t, "listening", 15*time.Second)
+	if code, body := readyz(t, s); code != 200 {
+		t.Errorf("/readyz once the database answers = %d %v, want 200", code, body)
+	}
+	if logs := s.stderr.String(); strings.Contains(logs, "hunter2") {
+		t.Errorf("the log repeats the password:\n%s", logs)
+	}
+}
+
+// retried tells whether serve logged a failed attempt on the database while
+// waiting for waitingFor.
+func retried(s *server, waitingFor string) bool {
+	for _, line := range strings.Split(s.stderr.String(), "\n") {
+		var rec struct {
+			Msg        string `json:"msg"`
+			WaitingFor string `json:"waiting_for"`
+			Err        string `json:"err"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "the database is not ready; retrying" &&
+			rec.WaitingFor == waitingFor && strings.Contains(rec.Err, "timeout") {
+			return true
+		}
+	}
+	return false
+}
