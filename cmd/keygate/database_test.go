@@ -165,3 +165,41 @@ func retried(s *server, waitingFor string) bool {
 	}
 	return false
 }
+
+// TestServe_EmptyPostgresStoreSaysHowToMakeTheFirstKey: serve on a
+// PostgreSQL store with no key logs one INFO line with the command that
+// makes the first owner key, prints no token, and says nothing once a key
+// exists.
+func TestServe_EmptyPostgresStoreSaysHowToMakeTheFirstKey(t *testing.T) {
+	e := env{"KEYGATE_DATABASE_URL": pgtest.NewDatabase(t)}
+	const command = "keygate keys create --org ORG --user USER --name NAME --role owner"
+	firstKeyLines := func(s *server) int {
+		n := 0
+		for _, line := range strings.Split(s.stderr.String(), "\n") {
+			var rec struct{ Level, Command string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Command != "" {
+				if rec.Level != "INFO" || rec.Command != command {
+					t.Errorf("log line %s: want level INFO and command %q", line, command)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	s := serve(t, e)
+	if n := firstKeyLines(s); n != 1 {
+		t.Errorf("%d lines with the first-key command on an empty store, want 1:\n%s", n, s.stderr.String())
+	}
+	if out := s.stdout.String(); out != "" {
+		t.Errorf("serve on PostgreSQL printed %q, want no key", out)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	createKey(t, e, "--org", "acme", "--user", "alice", "--name", "first", "--role", "owner")
+	s = serve(t, e)
+	if n := firstKeyLines(s); n != 0 {
+		t.Errorf("the first-key command logged with a key in the store:\n%s", s.stderr.String())
+	}
+}

@@ -261,6 +261,8 @@ func (s *serveCmd) Run(d *deps) error {
 		if err := s.bootstrap(startCtx, d, st, logger); err != nil {
 			return err
 		}
+	} else {
+		s.announceFirstKey(startCtx, st, logger)
 	}
 
 	azCfg := s.extauthzConfig()
@@ -493,6 +495,19 @@ func (s *serveCmd) openStore(ctx context.Context, logger *slog.Logger, life *lif
 		}
 		delay = min(2*delay, storeRetryMax)
 	}
+}
+
+// announceFirstKey logs, on a PostgreSQL store where no key was ever
+// created, the command that makes the first owner key. serve prints no key
+// on PostgreSQL: several replicas start at once, and a token belongs on a
+// terminal, not in a container log.
+func (s *serveCmd) announceFirstKey(ctx context.Context, st store.Store, logger *slog.Logger) {
+	seq, err := st.LatestEventSeq(ctx)
+	if err != nil || seq != 0 {
+		return
+	}
+	logger.Info("the store has no keys yet; make the first owner key with the command below (with the same --database-url)",
+		"command", "keygate keys create --org ORG --user USER --name NAME --role owner")
 }
 
 // Limits of the HTTP server (API, console, health). The write timeout
