@@ -64,8 +64,8 @@ type serveCmd struct {
 	PruneInterval     time.Duration `name:"prune-interval" env:"KEYGATE_PRUNE_INTERVAL" default:"1h" help:"How often old key events are pruned."`
 
 	Policy          string `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
-	RateLimit       int    `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
-	FailedAuthLimit int    `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
+	RateLimit       number `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
+	FailedAuthLimit number `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
 	ClientIPHeader  string `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
 
 	GRPCTLSCert       string        `name:"grpc-tls-cert" env:"KEYGATE_GRPC_TLS_CERT" placeholder:"FILE" help:"Serve gRPC over TLS with this certificate (PEM); reloaded when it changes."`
@@ -91,6 +91,9 @@ func (s *serveCmd) Validate() error {
 		if err := validateAddr(a.addr); err != nil {
 			return fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
 		}
+	}
+	if s.RateLimit < 0 {
+		return fmt.Errorf("--rate-limit must be ≥ 0 (0: unlimited), got %d", s.RateLimit)
 	}
 	az := s.extauthzConfig()
 	if err := az.Validate(); err != nil {
@@ -129,7 +132,7 @@ func (s *serveCmd) Validate() error {
 		}
 	}
 	if s.FailedAuthLimit < 0 {
-		return fmt.Errorf("--failed-auth-limit %d must be 0 (off) or more", s.FailedAuthLimit)
+		return fmt.Errorf("--failed-auth-limit must be ≥ 0 (0: off), got %d", s.FailedAuthLimit)
 	}
 	if s.Policy != "" {
 		if _, err := policy.Load(s.Policy); err != nil {
@@ -161,7 +164,7 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		HeaderPrefix:     s.HeaderPrefix,
 		StripCredentials: s.StripCredentials,
 		DocsURL:          s.DocsURL,
-		DefaultRateLimit: s.RateLimit,
+		DefaultRateLimit: int(s.RateLimit),
 		ClientIPHeader:   s.ClientIPHeader,
 	}
 }
@@ -325,7 +328,7 @@ func (s *serveCmd) Run(d *deps) error {
 	azCfg.Limiter = limiter
 	var throttle *ratelimit.Throttle
 	if s.FailedAuthLimit > 0 {
-		if throttle, err = ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: s.FailedAuthLimit, Registerer: reg}); err != nil {
+		if throttle, err = ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: int(s.FailedAuthLimit), Registerer: reg}); err != nil {
 			return err
 		}
 		azCfg.Throttle = throttle
@@ -354,7 +357,7 @@ func (s *serveCmd) Run(d *deps) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
-		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
+		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(int(s.RateLimit))),
 		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
 				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
