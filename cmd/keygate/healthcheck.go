@@ -75,7 +75,21 @@ type versionCmd struct{}
 // Run prints the module version and VCS revision that Go recorded in the
 // binary, so there is no version variable to forget to set.
 func (versionCmd) Run(d *deps) error {
-	version, revision, goVersion := "(devel)", "", ""
+	version, revision, goVersion := buildVersion()
+	fmt.Fprintf(d.stdout, "keygate %s", version)
+	if revision != "" {
+		fmt.Fprintf(d.stdout, " (%s)", revision)
+	}
+	fmt.Fprintf(d.stdout, " %s\n", goVersion)
+	return nil
+}
+
+// buildVersion is what Go recorded in the binary: the module version
+// ("(devel)" for a build from a work tree), the VCS revision ("" when
+// unknown) and the Go version; `keygate version` and keygate_build_info
+// say the same.
+func buildVersion() (version, revision, goVersion string) {
+	version = "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
 			version = bi.Main.Version
@@ -87,10 +101,5 @@ func (versionCmd) Run(d *deps) error {
 			}
 		}
 	}
-	fmt.Fprintf(d.stdout, "keygate %s", version)
-	if revision != "" {
-		fmt.Fprintf(d.stdout, " (%s)", revision)
-	}
-	fmt.Fprintf(d.stdout, " %s\n", goVersion)
-	return nil
+	return version, revision, goVersion
 }

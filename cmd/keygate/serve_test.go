@@ -214,3 +214,47 @@ func TestNotifyShutdown_SecondSignalClosesHurry(t *testing.T) {
 		t.Fatal("the second signal did not close hurry")
 	}
 }
+
+// TestServe_MetricsHaveGRPCServerMetricsAndBuildInfo: /metrics shows the
+// gRPC server metrics of every Check (count by code, handling-time
+// histogram) and keygate_build_info, from serve's own registry.
+func TestServe_MetricsHaveGRPCServerMetricsAndBuildInfo(t *testing.T) {
+	e := backends[0].env(t)
+	token := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "metrics")
+	s := serve(t, e)
+	if r := check(t, s, token); r.code != 0 {
+		t.Fatalf("check: exit %d %s", r.code, r.stderr)
+	}
+	code, body := httpGet(t, "http://"+s.httpAddr+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	version, revision, goVersion := buildVersion()
+	const check = `grpc_method="Check",grpc_service="envoy.service.auth.v3.Authorization",grpc_type="unary"`
+	for _, want := range []string{
+		`grpc_server_handled_total{grpc_code="OK",` + check + `} 1`,
+		`grpc_server_started_total{` + check + `} 1`,
+		`grpc_server_handling_seconds_count{` + check + `} 1`,
+		`grpc_server_handling_seconds_bucket{` + check + `,le="0.001"}`,
+		// Registered at start, before any call.
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"} 0`,
+		`keygate_build_info{goversion="` + goVersion + `",revision="` + revision + `",version="` + version + `"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics has no line with %s", want)
+		}
+	}
+}
+
+// BenchmarkGRPCMetricsInterceptor is what the metrics add to every Check.
+func BenchmarkGRPCMetricsInterceptor(b *testing.B) {
+	m := newGRPCMetrics()
+	intercept := m.UnaryServerInterceptor()
+	info := &grpc.UnaryServerInfo{FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = intercept(ctx, nil, info, handler)
+	}
+}
