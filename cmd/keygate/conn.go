@@ -137,6 +137,9 @@ func (c *connFlags) open(ctx context.Context, logger *slog.Logger, use storeUse)
 	path := c.embeddedPath()
 	if use == existingStore {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if abs, err := filepath.Abs(path); err == nil {
+				path = abs // "keygate.db" alone would not say where it looked
+			}
 			return nil, false, usageErrorf("no embedded store at %s (only serve and migrate create one): is --database-url or KEYGATE_DATABASE_URL missing, or --data-dir wrong?", path)
 		}
 	}
