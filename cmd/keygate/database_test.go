@@ -203,3 +203,21 @@ func TestServe_EmptyPostgresStoreSaysHowToMakeTheFirstKey(t *testing.T) {
 		t.Errorf("the first-key command logged with a key in the store:\n%s", s.stderr.String())
 	}
 }
+
+// TestServe_SignalWhileWaitingForTheDatabaseStops: a SIGTERM while the
+// database does not answer ends serve at once, exit 0.
+func TestServe_SignalWhileWaitingForTheDatabaseStops(t *testing.T) {
+	s := start(t, env{"KEYGATE_DATABASE_URL": "postgres://kg@" + silentServer(t) + "/keygate?sslmode=disable"})
+	s.waitForLog(t, "starting", 5*time.Second)
+	signalled := time.Now()
+	s.signal()
+	select {
+	case <-s.done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("serve still waiting for the database 3 s after the signal")
+	}
+	if s.err != nil {
+		t.Errorf("serve returned %v, want nil (exit 0)", s.err)
+	}
+	t.Logf("stopped %v after the signal", time.Since(signalled).Round(time.Millisecond))
+}

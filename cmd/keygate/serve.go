@@ -174,9 +174,16 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 // drain). /healthz and /readyz answer from the start, while the store is
 // opened and migrated (retried with backoff when PostgreSQL does not
 // answer); ext_authz and the management API are served once it is ready.
-func (s *serveCmd) Run(d *deps) error {
+func (s *serveCmd) Run(d *deps) (err error) {
 	ctx := d.ctx
 	logger := s.Conn.logger(d.stderr)
+	defer func() {
+		// A signal before serve was ready is a normal stop, exit 0.
+		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			logger.Info("stopped before serving")
+			err = nil
+		}
+	}()
 	if s.Conn.DatabaseURL == "" {
 		// Before anything is bound or logged: a wrong --data-dir is one line.
 		if err := s.Conn.checkDataDir(); err != nil {
@@ -254,12 +261,8 @@ func (s *serveCmd) Run(d *deps) error {
 	defer context.AfterFunc(ctx, cancelStart)()
 	st, embedded, err := s.openStore(startCtx, logger, life)
 	if err != nil {
-		if ctx.Err() != nil {
-			logger.Info("stopped before the store was ready")
-			return nil
-		}
-		if werr := gctx.Err(); werr != nil {
-			return g.Wait()
+		if ctx.Err() == nil && gctx.Err() != nil {
+			return g.Wait() // the HTTP server failed: its error, not the cancellation
 		}
 		return err
 	}
