@@ -81,7 +81,21 @@ var version string
 // Run prints the version (the ldflags one, else the module version Go
 // recorded) and the VCS revision Go recorded in the binary.
 func (versionCmd) Run(d *deps) error {
-	v, revision, goVersion := "(devel)", "", ""
+	v, revision, goVersion := buildVersion()
+	fmt.Fprintf(d.stdout, "keygate %s", v)
+	if revision != "" {
+		fmt.Fprintf(d.stdout, " (%s)", revision)
+	}
+	fmt.Fprintf(d.stdout, " %s\n", goVersion)
+	return nil
+}
+
+// buildVersion is the version a build states (version, set by ldflags)
+// or else what Go recorded in the binary: the module version ("(devel)"
+// for a build from a work tree), the VCS revision ("" when unknown) and
+// the Go version; `keygate version` and keygate_build_info say the same.
+func buildVersion() (v, revision, goVersion string) {
+	v = "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
 			v = bi.Main.Version
@@ -96,10 +110,5 @@ func (versionCmd) Run(d *deps) error {
 	if version != "" {
 		v = version
 	}
-	fmt.Fprintf(d.stdout, "keygate %s", v)
-	if revision != "" {
-		fmt.Fprintf(d.stdout, " (%s)", revision)
-	}
-	fmt.Fprintf(d.stdout, " %s\n", goVersion)
-	return nil
+	return v, revision, goVersion
 }
