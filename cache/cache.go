@@ -26,6 +26,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate"
 )
@@ -55,6 +56,22 @@ type Config struct {
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+
+	// Live, when set, is where the membership filter of live token hashes
+	// is built from (SPEC §10): BuildFilter streams it, Run rebuilds the
+	// filter when it fills or after a purge, and a miss for a hash the
+	// filter does not hold draws on UnknownLookupRate. Unset, there is no
+	// filter and every miss asks the store.
+	Live LiveHashes
+	// UnknownLookupRate (--unknown-lookup-rate) is how many misses per
+	// second for hashes the filter does not hold may ask the store; past
+	// it they answer ErrNotFound without a query (ErrUnknownSkipped while
+	// Healthy reports false). 0 means no limit.
+	UnknownLookupRate float64
+	// Healthy reports whether the notification connection delivers, so
+	// that every key created elsewhere reaches the filter within a second.
+	// Nil means healthy.
+	Healthy func() bool
 }
 
 // genBuckets is the number of generation counters hashes are spread over. A
@@ -77,6 +94,10 @@ type Cache struct {
 	// organization's own generation, so a load that raced one is not cached.
 	orgEpoch atomic.Uint64
 	orgs     sync.Map // org id → *orgState
+
+	filter  Filter
+	unknown *rate.Limiter // nil: no limit on lookups of hashes the filter does not hold
+	rebuild chan struct{} // a filter rebuild is wanted (Run)
 	// syncedAt is when the events log was last read to its end. It is a
 	// time.Time, not wall-clock nanoseconds, so that its monotonic reading
 	// measures the staleness: a wall clock stepped back must not stretch
@@ -114,6 +135,11 @@ type metrics struct {
 	// counts invalidations, which are keygate_cache_invalidations_total.
 	evictions  *prometheus.CounterVec
 	rejections prometheus.Counter
+	// unknownLookups counts misses for hashes the filter does not hold:
+	// looked_up (within the budget) or skipped.
+	unknownLookups            *prometheus.CounterVec
+	unknownLooked, unknownSkp prometheus.Counter
+	filterBuilds              *prometheus.CounterVec
 }
 
 // New returns a cache in front of next.
@@ -140,7 +166,13 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	if counters < 1000 {
 		counters = 1000
 	}
-	c := &Cache{next: next, cfg: cfg, now: cfg.Now, m: newMetrics()}
+	if cfg.UnknownLookupRate < 0 {
+		return nil, fmt.Errorf("cache: UnknownLookupRate must be 0 (no limit) or more, got %v", cfg.UnknownLookupRate)
+	}
+	c := &Cache{next: next, cfg: cfg, now: cfg.Now, m: newMetrics(), rebuild: make(chan struct{}, 1)}
+	if cfg.Live != nil && cfg.UnknownLookupRate > 0 {
+		c.unknown = rate.NewLimiter(rate.Limit(cfg.UnknownLookupRate), max(1, int(cfg.UnknownLookupRate)))
+	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters: counters,
 		MaxCost:     cfg.MaxBytes,
@@ -182,7 +214,18 @@ func newMetrics() metrics {
 		Name: "keygate_cache_lookups_total",
 		Help: "Key lookups by result: hit, negative_hit (cached unknown hash) or miss.",
 	}, []string{"result"})
+	unknown := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_unknown_lookups_total",
+		Help: "Cache misses for token hashes the membership filter does not hold: looked_up (within --unknown-lookup-rate) or skipped (answered without a query).",
+	}, []string{"result"})
 	return metrics{
+		unknownLookups: unknown,
+		unknownLooked:  unknown.WithLabelValues("looked_up"),
+		unknownSkp:     unknown.WithLabelValues("skipped"),
+		filterBuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keygate_filter_builds_total",
+			Help: "Builds of the membership filter of live token hashes, by result.",
+		}, []string{"result"}),
 		lookups: lookups,
 		hits:    lookups.WithLabelValues("hit"),
 		negHits: lookups.WithLabelValues("negative_hit"),
@@ -218,7 +261,11 @@ func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
 	rm := c.store.Metrics
 	cs := []prometheus.Collector{
 		c.m.lookups, c.m.loads, c.m.invalidated, c.m.purges,
-		c.m.evictions, c.m.rejections,
+		c.m.evictions, c.m.rejections, c.m.unknownLookups, c.m.filterBuilds,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keygate_filter_bytes",
+			Help: "Bytes of the membership filter's bits.",
+		}, func() float64 { return float64(c.filter.Bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keygate_cache_cost_bytes",
 			Help: "Estimated bytes held by cache entries.",
@@ -253,13 +300,38 @@ func (c *Cache) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, err
 		return &e.view, nil
 	}
 	c.m.misses.Inc()
+	if c.cfg.Live != nil && !c.filter.Has(&h) {
+		// Not a live token this replica has been told of: a forged or
+		// mistyped token, or a key created elsewhere whose event has not
+		// arrived yet. Only a budget of these reach the store, so a flood
+		// of forged tokens is not a flood of queries.
+		if c.unknown != nil && !c.unknown.Allow() {
+			c.m.unknownSkp.Inc()
+			if c.cfg.Healthy != nil && !c.cfg.Healthy() {
+				// A key created meanwhile may be missing from the filter.
+				return nil, ErrUnknownSkipped
+			}
+			return nil, keygate.ErrNotFound
+		}
+		c.m.unknownLooked.Inc()
+	}
 	return c.load(ctx, h)
 }
 
-// Known reports whether the cache holds a fresh record of a key for h,
-// without loading anything: the failed-auth throttle still answers a
-// blocked address for a token it knows (SPEC §3).
+// ErrUnknownSkipped answers a miss for a hash the membership filter does not
+// hold, past --unknown-lookup-rate, while the notification connection is
+// down: the token may be a key created meanwhile, so it is undecidable
+// (service_unavailable), not unknown.
+var ErrUnknownSkipped = keygate.ErrUndecidable
+
+// Known reports whether h is a live token this replica knows of, without
+// asking the store: its hash is in the membership filter, or, with no
+// filter built, the cache holds a fresh record of it. The failed-auth
+// throttle still answers a blocked address for such a token (SPEC §3).
 func (c *Cache) Known(h keygate.Hash) bool {
+	if c.cfg.Live != nil && c.filter.Ready() {
+		return c.filter.Has(&h)
+	}
 	e, ok := c.store.Get(key64(&h))
 	return ok && e.found && c.fresh(e, &h, c.now())
 }
@@ -405,6 +477,66 @@ func (c *Cache) Apply(ev keygate.Event) {
 		c.store.Del(key64(h))
 		c.m.invalidated.Inc()
 	}
+	if c.cfg.Live != nil && ev.Kind != keygate.EventKeyRevoked {
+		// A created or rolled token is new; an updated key's tokens may be
+		// usable again. A revoked key leaves its bits: a false positive
+		// until the next rebuild, never a wrong allow.
+		if full := c.filter.Add(ev.Hashes); full {
+			c.wantRebuild()
+		}
+	}
+}
+
+// BuildFilter builds the membership filter from Config.Live. serve calls it
+// before it reports ready; Run rebuilds it when needed.
+func (c *Cache) BuildFilter(ctx context.Context) (int, error) {
+	if c.cfg.Live == nil {
+		return 0, nil
+	}
+	n, err := c.filter.Build(ctx, c.cfg.Live, c.now())
+	switch {
+	case errors.Is(err, errBuildRunning):
+		return 0, nil
+	case err != nil:
+		c.m.filterBuilds.WithLabelValues("error").Inc()
+		return 0, err
+	}
+	c.m.filterBuilds.WithLabelValues("ok").Inc()
+	return n, nil
+}
+
+func (c *Cache) wantRebuild() {
+	select {
+	case c.rebuild <- struct{}{}:
+	default: // one is due already
+	}
+}
+
+// Run rebuilds the membership filter whenever it has filled up or the
+// cache was purged, until ctx ends; a failed build is retried.
+func (c *Cache) Run(ctx context.Context) error {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.rebuild:
+		case <-retry.C:
+		}
+		start := time.Now()
+		n, err := c.BuildFilter(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.cfg.Logger.Warn("rebuilding the membership filter failed; retrying", "err", err)
+			retry.Reset(5 * time.Second)
+			continue
+		}
+		c.cfg.Logger.Info("rebuilt the membership filter", "live_tokens", n, "took", time.Since(start).Round(time.Millisecond), "bytes", c.filter.Bytes())
+	}
 }
 
 // Purge makes every entry stale at once. Entries are then replaced as keys
@@ -412,6 +544,12 @@ func (c *Cache) Apply(ev keygate.Event) {
 func (c *Cache) Purge() {
 	c.epoch.Add(1)
 	c.m.purges.Inc()
+	if c.cfg.Live != nil {
+		// Events were lost: keys created meanwhile may be missing from
+		// the filter, so it rules nothing out until it is built again.
+		c.filter.Invalidate()
+		c.wantRebuild()
+	}
 }
 
 // Close releases the cache.

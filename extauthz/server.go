@@ -329,6 +329,8 @@ func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) 
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		return nil, keygate.CodeInvalidAPIKey
+	case errors.Is(err, keygate.ErrUndecidable):
+		return nil, keygate.CodeServiceUnavailable
 	case err != nil:
 		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
 		return nil, keygate.CodeServiceUnavailable
