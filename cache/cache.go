@@ -96,6 +96,7 @@ type Cache struct {
 	orgs     sync.Map // org id → *orgState
 
 	filter  Filter
+	applied atomic.Uint64 // events applied, so a preload can tell it raced one
 	unknown *rate.Limiter // nil: no limit on lookups of hashes the filter does not hold
 	rebuild chan struct{} // a filter rebuild is wanted (Run)
 	// syncedAt is when the events log was last read to its end. It is a
@@ -464,6 +465,7 @@ func cost(e *entry) int64 { return entryCost + int64(e.view.Size()) }
 // Apply invalidates what one event names: its token hashes, or for an
 // organization event every cached key of the organization.
 func (c *Cache) Apply(ev keygate.Event) {
+	defer c.applied.Add(1)
 	switch ev.Kind {
 	case keygate.EventOrgDisabled, keygate.EventOrgEnabled:
 		c.orgEpoch.Add(1)
@@ -485,6 +487,45 @@ func (c *Cache) Apply(ev keygate.Event) {
 			c.wantRebuild()
 		}
 	}
+}
+
+// RecentKeys streams the records of the most recently used tokens (the
+// store).
+type RecentKeys interface {
+	RecentKeys(ctx context.Context, n int, now time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error
+}
+
+// Preload warms the cache with the n most recently used tokens from src
+// (--preload-keys), so a replica restarted under load does not send all its
+// traffic to the store as misses. It returns how many it loaded. Should an
+// event be applied while it runs, everything it loaded is dropped (one
+// epoch), since a record it read before that event could outlive it.
+func (c *Cache) Preload(ctx context.Context, src RecentKeys, n int) (int, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	applied, epoch, orgEpoch := c.applied.Load(), c.epoch.Load(), c.orgEpoch.Load()
+	loaded := 0
+	err := src.RecentKeys(ctx, n, c.now(), func(h keygate.Hash, rec *keygate.KeyRecord) error {
+		var meta string
+		if c.cfg.Metadata != nil {
+			meta = c.cfg.Metadata(rec.Key.Metadata)
+		}
+		e := &entry{hash: h, found: true, gen: c.bucket(&h).Load(), epoch: epoch, expires: c.now().Add(c.cfg.TTL).UnixNano()}
+		e.view.Fill(rec, meta)
+		e.org = c.org(rec.Key.OrgID)
+		e.orgGen = e.org.gen.Load()
+		if c.store.Set(key64(&h), e, cost(e)) {
+			loaded++
+		}
+		return nil
+	})
+	c.store.Wait()
+	if c.applied.Load() != applied || c.orgEpoch.Load() != orgEpoch {
+		c.epoch.Add(1) // stale, every entry of this epoch
+		return 0, err
+	}
+	return loaded, err
 }
 
 // BuildFilter builds the membership filter from Config.Live. serve calls it

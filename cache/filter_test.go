@@ -197,3 +197,73 @@ func (a *addDuringBuild) LiveTokenHashes(ctx context.Context, now time.Time, fn 
 		return fn(h)
 	})
 }
+
+type recentStore struct {
+	*fakeStore
+	order  []keygate.Hash
+	during func()
+}
+
+func (r *recentStore) RecentKeys(_ context.Context, n int, _ time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error {
+	for i, h := range r.order {
+		if i == n {
+			break
+		}
+		if i == 1 && r.during != nil {
+			r.during()
+		}
+		rec := r.recs[h]
+		if err := fn(h, &rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A replica restarted under load starts warm: the preloaded keys are hits,
+// without a store query each (issue 15).
+func TestPreload_WarmsTheCache(t *testing.T) {
+	rs := &recentStore{fakeStore: newFakeStore()}
+	for i := 0; i < 100; i++ {
+		h := hashOf(fmt.Sprint("k", i))
+		rs.set(h, record(fmt.Sprint("key_", i), "acme"))
+		rs.order = append(rs.order, h)
+	}
+	c := newTestCache(t, rs, nil)
+	n, err := c.Preload(context.Background(), rs, 60)
+	if err != nil || n != 60 {
+		t.Fatalf("Preload = %d, %v; want 60", n, err)
+	}
+	for i := 0; i < 60; i++ {
+		if _, err := c.View(context.Background(), rs.order[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := rs.queries.Load(); q != 0 {
+		t.Errorf("%d store queries for preloaded keys, want 0", q)
+	}
+}
+
+// An event applied while the preload streams may postdate what it read:
+// nothing it loaded may be served afterwards.
+func TestPreload_RacingAnEventLoadsNothing(t *testing.T) {
+	rs := &recentStore{fakeStore: newFakeStore()}
+	for i := 0; i < 3; i++ {
+		h := hashOf(fmt.Sprint("k", i))
+		rs.set(h, record(fmt.Sprint("key_", i), "acme"))
+		rs.order = append(rs.order, h)
+	}
+	c := newTestCache(t, rs, nil)
+	rs.during = func() {
+		c.Apply(keygate.Event{Kind: keygate.EventKeyRevoked, Hashes: []keygate.Hash{rs.order[0]}})
+	}
+	if n, _ := c.Preload(context.Background(), rs, 3); n != 0 {
+		t.Errorf("Preload racing an event reported %d keys loaded, want 0", n)
+	}
+	for _, h := range rs.order {
+		_, _ = c.View(context.Background(), h)
+	}
+	if q := rs.queries.Load(); q != 3 {
+		t.Errorf("%d store queries after a raced preload, want 3 (nothing served from it)", q)
+	}
+}
