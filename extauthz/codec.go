@@ -172,10 +172,18 @@ func metaSize(m *allowMeta) int {
 
 // fieldSize is the size of a length-delimited field of n bytes with a
 // one-byte tag.
-func fieldSize(n int) int { return 1 + protowire.SizeBytes(n) }
+func fieldSize(n int) int {
+	if n < 0x80 {
+		return 2 + n // a one-byte length: most fields
+	}
+	return 1 + protowire.SizeBytes(n)
+}
 
 // appendLen appends a one-byte tag and a length.
 func appendLen(b []byte, tag byte, n int) []byte {
+	if n < 0x80 {
+		return append(b, tag, byte(n))
+	}
 	return protowire.AppendVarint(append(b, tag), uint64(n))
 }
 

@@ -498,8 +498,11 @@ func view(b []byte) string {
 // wireTag reads a field's tag as protobuf's decoder does: a field number
 // outside 1 to 2^29-1 and an end-group tag outside a group are errors.
 func wireTag(b []byte) (protowire.Number, protowire.Type, []byte, error) {
-	v, n := protowire.ConsumeVarint(b)
-	if n < 0 {
+	var v uint64
+	var n int
+	if len(b) > 0 && b[0] < 0x80 {
+		v, n = uint64(b[0]), 1 // field numbers below 16: every tag read here
+	} else if v, n = protowire.ConsumeVarint(b); n < 0 {
 		return 0, 0, nil, errWireMalformed
 	}
 	num, typ := v>>3, protowire.Type(v&7)
@@ -511,6 +514,10 @@ func wireTag(b []byte) (protowire.Number, protowire.Type, []byte, error) {
 
 // wireBytes reads a length-delimited value.
 func wireBytes(b []byte) (v, rest []byte, err error) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		n := 1 + int(b[0]) // shorter than 128 bytes: most values
+		return b[1:n:n], b[n:], nil
+	}
 	v, n := protowire.ConsumeBytes(b)
 	if n < 0 {
 		return nil, nil, errWireMalformed
