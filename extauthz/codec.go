@@ -107,153 +107,153 @@ const (
 // can happen; every string keygate puts in an allow comes from a validated
 // key record or is ASCII.
 func appendAllow(b []byte, a *allowOut) []byte {
-	ok := okSize(a)
-	meta := metaSize(&a.meta)
+	ok := allowOKSize(a)
+	meta := allowMetaSize(&a.meta)
 	b = slices.Grow(b, 2+1+protowire.SizeBytes(ok)+1+protowire.SizeBytes(meta))
 
 	b = append(b, tagCheckResponseStatus, 0) // status {code: OK}: all defaults
-	b = appendLen(b, tagCheckResponseOK, ok)
+	b = encAppendLen(b, tagCheckResponseOK, ok)
 	for _, h := range a.headers {
-		b = appendHeaderOption(b, tagOKHeaders, h)
+		b = encAppendHeaderOption(b, tagOKHeaders, h)
 	}
 	for _, name := range a.remove {
-		b = appendLen(b, tagOKHeadersToRemove, len(name))
+		b = encAppendLen(b, tagOKHeadersToRemove, len(name))
 		b = append(b, name...)
 	}
 	for _, h := range a.responseHeaders {
-		b = appendHeaderOption(b, tagOKResponseHeadersToAdd, h)
+		b = encAppendHeaderOption(b, tagOKResponseHeadersToAdd, h)
 	}
 
 	m := &a.meta
-	b = appendLen(b, tagCheckResponseDynamicMetadata, meta)
-	b = appendStringEntry(b, metaKeyID, m.keyID)
-	b = appendStringEntry(b, metaOrgID, m.orgID)
-	b = appendStringEntry(b, metaUserID, m.userID)
-	list := listSize(m.scopes)
-	b = appendEntryHead(b, metaScopes, 1+protowire.SizeBytes(list))
-	b = appendLen(b, tagValueList, list)
+	b = encAppendLen(b, tagCheckResponseDynamicMetadata, meta)
+	b = encAppendStringEntry(b, metaKeyID, m.keyID)
+	b = encAppendStringEntry(b, metaOrgID, m.orgID)
+	b = encAppendStringEntry(b, metaUserID, m.userID)
+	list := encListSize(m.scopes)
+	b = encAppendEntryHead(b, metaScopes, 1+protowire.SizeBytes(list))
+	b = encAppendLen(b, tagValueList, list)
 	for _, s := range m.scopes {
-		b = appendLen(b, tagListValues, stringValueSize(s))
-		b = appendLen(b, tagValueString, len(s))
+		b = encAppendLen(b, tagListValues, encStringValueSize(s))
+		b = encAppendLen(b, tagValueString, len(s))
 		b = append(b, s...)
 	}
-	b = appendStringEntry(b, metaEnvironment, m.environment)
-	b = appendEntryHead(b, metaMetadata, 1+protowire.SizeBytes(len(m.metadata)))
-	b = appendLen(b, tagValueStruct, len(m.metadata))
+	b = encAppendStringEntry(b, metaEnvironment, m.environment)
+	b = encAppendEntryHead(b, metaMetadata, 1+protowire.SizeBytes(len(m.metadata)))
+	b = encAppendLen(b, tagValueStruct, len(m.metadata))
 	b = append(b, m.metadata...)
-	b = appendEntryHead(b, metaCacheAge, 1+8)
+	b = encAppendEntryHead(b, metaCacheAge, 1+8)
 	b = append(b, tagValueNumber)
 	return protowire.AppendFixed64(b, math.Float64bits(float64(m.cacheAgeMS)))
 }
 
-func okSize(a *allowOut) int {
+func allowOKSize(a *allowOut) int {
 	n := 0
 	for _, h := range a.headers {
-		n += fieldSize(headerOptionSize(h))
+		n += encFieldSize(encHeaderOptionSize(h))
 	}
 	for _, name := range a.remove {
-		n += fieldSize(len(name))
+		n += encFieldSize(len(name))
 	}
 	for _, h := range a.responseHeaders {
-		n += fieldSize(headerOptionSize(h))
+		n += encFieldSize(encHeaderOptionSize(h))
 	}
 	return n
 }
 
-func metaSize(m *allowMeta) int {
-	return fieldSize(stringEntrySize(metaKeyID, m.keyID)) +
-		fieldSize(stringEntrySize(metaOrgID, m.orgID)) +
-		fieldSize(stringEntrySize(metaUserID, m.userID)) +
-		fieldSize(entrySize(metaScopes, fieldSize(listSize(m.scopes)))) +
-		fieldSize(stringEntrySize(metaEnvironment, m.environment)) +
-		fieldSize(entrySize(metaMetadata, fieldSize(len(m.metadata)))) +
-		fieldSize(entrySize(metaCacheAge, 1+8))
+func allowMetaSize(m *allowMeta) int {
+	return encFieldSize(encStringEntrySize(metaKeyID, m.keyID)) +
+		encFieldSize(encStringEntrySize(metaOrgID, m.orgID)) +
+		encFieldSize(encStringEntrySize(metaUserID, m.userID)) +
+		encFieldSize(encEntrySize(metaScopes, encFieldSize(encListSize(m.scopes)))) +
+		encFieldSize(encStringEntrySize(metaEnvironment, m.environment)) +
+		encFieldSize(encEntrySize(metaMetadata, encFieldSize(len(m.metadata)))) +
+		encFieldSize(encEntrySize(metaCacheAge, 1+8))
 }
 
-// fieldSize is the size of a length-delimited field of n bytes with a
+// encFieldSize is the size of a length-delimited field of n bytes with a
 // one-byte tag.
-func fieldSize(n int) int {
+func encFieldSize(n int) int {
 	if n < 0x80 {
 		return 2 + n // a one-byte length: most fields
 	}
 	return 1 + protowire.SizeBytes(n)
 }
 
-// appendLen appends a one-byte tag and a length.
-func appendLen(b []byte, tag byte, n int) []byte {
+// encAppendLen appends a one-byte tag and a length.
+func encAppendLen(b []byte, tag byte, n int) []byte {
 	if n < 0x80 {
 		return append(b, tag, byte(n))
 	}
 	return protowire.AppendVarint(append(b, tag), uint64(n))
 }
 
-// optionalSize is the size of a proto3 string field holding s: nothing
+// encOptionalSize is the size of a proto3 string field holding s: nothing
 // when s is empty, as proto.Marshal writes it.
-func optionalSize(s string) int {
+func encOptionalSize(s string) int {
 	if s == "" {
 		return 0
 	}
-	return fieldSize(len(s))
+	return encFieldSize(len(s))
 }
 
-func appendOptional(b []byte, tag byte, s string) []byte {
+func encAppendOptional(b []byte, tag byte, s string) []byte {
 	if s == "" {
 		return b
 	}
-	return append(appendLen(b, tag, len(s)), s...)
+	return append(encAppendLen(b, tag, len(s)), s...)
 }
 
-// headerOptionSize is the size of HeaderValueOption{header: {key, value},
+// encHeaderOptionSize is the size of HeaderValueOption{header: {key, value},
 // append: BoolValue{false}}; the BoolValue is present and empty.
-func headerOptionSize(h wireHeader) int {
-	return fieldSize(optionalSize(h.name)+optionalSize(h.value)) + 2
+func encHeaderOptionSize(h wireHeader) int {
+	return encFieldSize(encOptionalSize(h.name)+encOptionalSize(h.value)) + 2
 }
 
-func appendHeaderOption(b []byte, tag byte, h wireHeader) []byte {
-	hv := optionalSize(h.name) + optionalSize(h.value)
-	b = appendLen(b, tag, fieldSize(hv)+2)
-	b = appendLen(b, tagHeaderOptionHeader, hv)
-	b = appendOptional(b, tagHeaderKey, h.name)
-	b = appendOptional(b, tagHeaderValue, h.value)
+func encAppendHeaderOption(b []byte, tag byte, h wireHeader) []byte {
+	hv := encOptionalSize(h.name) + encOptionalSize(h.value)
+	b = encAppendLen(b, tag, encFieldSize(hv)+2)
+	b = encAppendLen(b, tagHeaderOptionHeader, hv)
+	b = encAppendOptional(b, tagHeaderKey, h.name)
+	b = encAppendOptional(b, tagHeaderValue, h.value)
 	return append(b, tagHeaderOptionAppend, 0)
 }
 
 // A Value's member is always written, even empty: a oneof member has
 // presence.
-func stringValueSize(s string) int { return fieldSize(len(s)) }
+func encStringValueSize(s string) int { return encFieldSize(len(s)) }
 
-func listSize(ss []string) int {
+func encListSize(ss []string) int {
 	n := 0
 	for _, s := range ss {
-		n += fieldSize(stringValueSize(s))
+		n += encFieldSize(encStringValueSize(s))
 	}
 	return n
 }
 
-// entrySize is the size of a Struct.fields entry whose Value is value bytes.
-func entrySize(key string, value int) int { return fieldSize(len(key)) + fieldSize(value) }
+// encEntrySize is the size of a Struct.fields entry whose Value is value bytes.
+func encEntrySize(key string, value int) int { return encFieldSize(len(key)) + encFieldSize(value) }
 
-func stringEntrySize(key, s string) int { return entrySize(key, stringValueSize(s)) }
+func encStringEntrySize(key, s string) int { return encEntrySize(key, encStringValueSize(s)) }
 
-// appendEntryHead appends a Struct.fields entry up to its Value's contents.
-func appendEntryHead(b []byte, key string, value int) []byte {
-	b = appendLen(b, tagStructFields, entrySize(key, value))
-	b = append(appendLen(b, tagEntryKey, len(key)), key...)
-	return appendLen(b, tagEntryValue, value)
+// encAppendEntryHead appends a Struct.fields entry up to its Value's contents.
+func encAppendEntryHead(b []byte, key string, value int) []byte {
+	b = encAppendLen(b, tagStructFields, encEntrySize(key, value))
+	b = append(encAppendLen(b, tagEntryKey, len(key)), key...)
+	return encAppendLen(b, tagEntryValue, value)
 }
 
-func appendStringEntry(b []byte, key, s string) []byte {
-	b = appendEntryHead(b, key, stringValueSize(s))
-	return append(appendLen(b, tagValueString, len(s)), s...)
+func encAppendStringEntry(b []byte, key, s string) []byte {
+	b = encAppendEntryHead(b, key, encStringValueSize(s))
+	return append(encAppendLen(b, tagValueString, len(s)), s...)
 }
 
 // allowProto is the allow a as a protobuf message, for the in-process
 // Check API: the message appendAllow writes.
 func allowProto(a *allowOut) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{
-		Headers:              headerOptions(a.headers),
+		Headers:              wireHeaderOptions(a.headers),
 		HeadersToRemove:      a.remove,
-		ResponseHeadersToAdd: headerOptions(a.responseHeaders),
+		ResponseHeadersToAdd: wireHeaderOptions(a.responseHeaders),
 	}
 	m := &a.meta
 	scopes := make([]*structpb.Value, len(m.scopes))
@@ -280,7 +280,7 @@ func allowProto(a *allowOut) *authv3.CheckResponse {
 	}
 }
 
-func headerOptions(hs []wireHeader) []*corev3.HeaderValueOption {
+func wireHeaderOptions(hs []wireHeader) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -298,8 +298,8 @@ func headerOptions(hs []wireHeader) []*corev3.HeaderValueOption {
 // proto.Marshal requires of proto3 strings and appendAllow assumes.
 func (a *allowOut) validUTF8() bool {
 	m := &a.meta
-	return headersValidUTF8(a.headers) && stringsValidUTF8(a.remove) && headersValidUTF8(a.responseHeaders) &&
-		stringsValidUTF8([]string{m.keyID, m.orgID, m.userID, m.environment}) && stringsValidUTF8(m.scopes)
+	return wireHeadersValidUTF8(a.headers) && wireStringsValidUTF8(a.remove) && wireHeadersValidUTF8(a.responseHeaders) &&
+		wireStringsValidUTF8([]string{m.keyID, m.orgID, m.userID, m.environment}) && wireStringsValidUTF8(m.scopes)
 }
 
 // encodeMetadata is a key's metadata JSON object as the encoded Struct
@@ -334,40 +334,40 @@ type denyOut struct {
 // appendDeny appends to b the wire form of the deny d, which
 // proto.Unmarshal reads back as denyProto(d) (FuzzDenyEncoding).
 func appendDeny(b []byte, d *denyOut) []byte {
-	status := rpcStatusSize(d.code, d.message)
-	httpStatus := varintFieldSize(d.httpStatus)
-	denied := fieldSize(httpStatus) + optionalSize(d.body)
+	status := encRPCStatusSize(d.code, d.message)
+	httpStatus := encVarintFieldSize(d.httpStatus)
+	denied := encFieldSize(httpStatus) + encOptionalSize(d.body)
 	for _, h := range d.headers {
-		denied += fieldSize(headerOptionSize(h))
+		denied += encFieldSize(encHeaderOptionSize(h))
 	}
-	b = slices.Grow(b, fieldSize(status)+fieldSize(denied))
+	b = slices.Grow(b, encFieldSize(status)+encFieldSize(denied))
 
-	b = appendLen(b, tagCheckResponseStatus, status)
-	b = appendVarintField(b, tagRPCStatusCode, d.code)
-	b = appendOptional(b, tagRPCStatusMessage, d.message)
-	b = appendLen(b, tagCheckResponseDenied, denied)
-	b = appendLen(b, tagDeniedStatus, httpStatus)
-	b = appendVarintField(b, tagHTTPStatusCode, d.httpStatus)
+	b = encAppendLen(b, tagCheckResponseStatus, status)
+	b = encAppendVarintField(b, tagRPCStatusCode, d.code)
+	b = encAppendOptional(b, tagRPCStatusMessage, d.message)
+	b = encAppendLen(b, tagCheckResponseDenied, denied)
+	b = encAppendLen(b, tagDeniedStatus, httpStatus)
+	b = encAppendVarintField(b, tagHTTPStatusCode, d.httpStatus)
 	for _, h := range d.headers {
-		b = appendHeaderOption(b, tagDeniedHeaders, h)
+		b = encAppendHeaderOption(b, tagDeniedHeaders, h)
 	}
-	return appendOptional(b, tagDeniedBody, d.body)
+	return encAppendOptional(b, tagDeniedBody, d.body)
 }
 
-func rpcStatusSize(code int32, message string) int {
-	return varintFieldSize(code) + optionalSize(message)
+func encRPCStatusSize(code int32, message string) int {
+	return encVarintFieldSize(code) + encOptionalSize(message)
 }
 
-// varintFieldSize is the size of a proto3 int32 or enum field holding v:
+// encVarintFieldSize is the size of a proto3 int32 or enum field holding v:
 // nothing when it is 0; a negative v takes ten bytes, sign-extended.
-func varintFieldSize(v int32) int {
+func encVarintFieldSize(v int32) int {
 	if v == 0 {
 		return 0
 	}
 	return 1 + protowire.SizeVarint(uint64(int64(v)))
 }
 
-func appendVarintField(b []byte, tag byte, v int32) []byte {
+func encAppendVarintField(b []byte, tag byte, v int32) []byte {
 	if v == 0 {
 		return b
 	}
@@ -381,7 +381,7 @@ func denyProto(d *denyOut) *authv3.CheckResponse {
 		Status: &rpcstatus.Status{Code: d.code, Message: d.message},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.httpStatus)},
-			Headers: headerOptions(d.headers),
+			Headers: wireHeaderOptions(d.headers),
 			Body:    d.body,
 		}},
 	}
@@ -389,10 +389,10 @@ func denyProto(d *denyOut) *authv3.CheckResponse {
 
 // validUTF8 reports whether every string of d is valid UTF-8.
 func (d *denyOut) validUTF8() bool {
-	return headersValidUTF8(d.headers) && stringsValidUTF8([]string{d.message, d.body})
+	return wireHeadersValidUTF8(d.headers) && wireStringsValidUTF8([]string{d.message, d.body})
 }
 
-func headersValidUTF8(hs []wireHeader) bool {
+func wireHeadersValidUTF8(hs []wireHeader) bool {
 	for _, h := range hs {
 		if !utf8.ValidString(h.name) || !utf8.ValidString(h.value) {
 			return false
@@ -401,7 +401,7 @@ func headersValidUTF8(hs []wireHeader) bool {
 	return true
 }
 
-func stringsValidUTF8(ss []string) bool {
+func wireStringsValidUTF8(ss []string) bool {
 	for _, s := range ss {
 		if !utf8.ValidString(s) {
 			return false

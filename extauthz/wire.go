@@ -213,7 +213,7 @@ func (r *wireReader) peer(b []byte, d int) error {
 			}
 		case num == fnPeerPrincipal && typ == protowire.BytesType:
 			if v, rest, err = wireString(rest); err == nil {
-				r.in.principal = view(v)
+				r.in.principal = wireView(v)
 			}
 		default:
 			rest, err = r.s.peer.skip(num, typ, rest, d)
@@ -269,7 +269,7 @@ func (r *wireReader) socketAddress(b []byte, d int) error {
 		if num == fnSocketAddressAddress && typ == protowire.BytesType {
 			var v []byte
 			if v, rest, err = wireString(rest); err == nil {
-				r.in.sourceAddress = view(v)
+				r.in.sourceAddress = wireView(v)
 			}
 		} else {
 			rest, err = r.s.socketAddress.skip(num, typ, rest, d)
@@ -330,15 +330,15 @@ func (r *wireReader) http(b []byte, d int) error {
 		switch num {
 		case fnHTTPID:
 			if v, rest, err = wireString(rest); err == nil {
-				r.in.id = view(v)
+				r.in.id = wireView(v)
 			}
 		case fnHTTPMethod:
 			if v, rest, err = wireString(rest); err == nil {
-				r.in.method = view(v)
+				r.in.method = wireView(v)
 			}
 		case fnHTTPPath:
 			if v, rest, err = wireString(rest); err == nil {
-				r.in.path = view(v)
+				r.in.path = wireView(v)
 			}
 		case fnHTTPHeaders:
 			var k, val string
@@ -422,7 +422,7 @@ func (r *wireReader) headerValue(b []byte, d int) (wireHeader, error) {
 	if len(raw) > 0 {
 		value = raw
 	}
-	return wireHeader{view(key), view(value)}, nil
+	return wireHeader{wireView(key), wireView(value)}, nil
 }
 
 // finish puts the maps in their canonical order and copies every string
@@ -430,9 +430,9 @@ func (r *wireReader) headerValue(b []byte, d int) (wireHeader, error) {
 func (r *wireReader) finish() {
 	in := r.in
 	if !r.raw {
-		in.headers = sortEntries(in.headers)
+		in.headers = sortWireEntries(in.headers)
 	}
-	in.ext = sortEntries(in.ext)
+	in.ext = sortWireEntries(in.ext)
 
 	size := len(in.method) + len(in.path) + len(in.id) + len(in.sourceAddress) + len(in.principal)
 	for _, h := range in.headers {
@@ -441,7 +441,7 @@ func (r *wireReader) finish() {
 	for _, h := range in.ext {
 		size += len(h.name) + len(h.value)
 	}
-	a := arena{b: make([]byte, 0, size)}
+	a := wireArena{b: make([]byte, 0, size)}
 	in.method, in.path, in.id = a.copy(in.method), a.copy(in.path), a.copy(in.id)
 	in.sourceAddress, in.principal = a.copy(in.sourceAddress), a.copy(in.principal)
 	for i := range in.headers {
@@ -454,12 +454,12 @@ func (r *wireReader) finish() {
 	}
 }
 
-// arena hands out strings from one buffer allocated for them. The buffer
+// wireArena hands out strings from one buffer allocated for them. The buffer
 // is never written again once a string covers it, and never reused, so
 // the strings are as immutable as any other.
-type arena struct{ b []byte }
+type wireArena struct{ b []byte }
 
-func (a *arena) copy(s string) string {
+func (a *wireArena) copy(s string) string {
 	if s == "" {
 		return ""
 	}
@@ -468,9 +468,9 @@ func (a *arena) copy(s string) string {
 	return unsafe.String(&a.b[off], len(s))
 }
 
-// sortEntries puts map entries in key order, keeping for each key the last
+// sortWireEntries puts map entries in key order, keeping for each key the last
 // entry on the wire (protobuf's rule for a key sent twice).
-func sortEntries(hs []wireHeader) []wireHeader {
+func sortWireEntries(hs []wireHeader) []wireHeader {
 	if len(hs) < 2 {
 		return hs
 	}
@@ -488,7 +488,7 @@ func sortEntries(hs []wireHeader) []wireHeader {
 
 // view is b as a string without a copy. Only the reader uses it, and
 // finish replaces every view before decodeCheckRequest returns.
-func view(b []byte) string {
+func wireView(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
@@ -557,18 +557,18 @@ func wireStringEntry(b []byte, d int) (key, value string, rest []byte, err error
 		case num == fnMapValue && typ == protowire.BytesType:
 			v, erest, err = wireString(erest)
 		default:
-			erest, err = skipUnknown(num, typ, erest)
+			erest, err = wireSkipUnknown(num, typ, erest)
 		}
 		if err != nil {
 			return "", "", nil, err
 		}
 		e = erest
 	}
-	return view(k), view(v), rest, nil
+	return wireView(k), wireView(v), rest, nil
 }
 
-// skipUnknown skips an unknown field's value, checking its structure.
-func skipUnknown(num protowire.Number, typ protowire.Type, b []byte) ([]byte, error) {
+// wireSkipUnknown skips an unknown field's value, checking its structure.
+func wireSkipUnknown(num protowire.Number, typ protowire.Type, b []byte) ([]byte, error) {
 	n := protowire.ConsumeFieldValue(num, typ, b)
 	if n < 0 {
 		return nil, errWireMalformed
@@ -598,14 +598,14 @@ func inputFromProto(req *authv3.CheckRequest) checkInput {
 			in.headers[i] = wireHeader{hv.GetKey(), v}
 		}
 	} else {
-		in.headers = mapEntries(http.GetHeaders())
+		in.headers = sortedWireEntries(http.GetHeaders())
 	}
-	in.ext = mapEntries(attrs.GetContextExtensions())
+	in.ext = sortedWireEntries(attrs.GetContextExtensions())
 	return in
 }
 
-// mapEntries is m in key order.
-func mapEntries(m map[string]string) []wireHeader {
+// sortedWireEntries is m in key order.
+func sortedWireEntries(m map[string]string) []wireHeader {
 	if len(m) == 0 {
 		return nil
 	}
@@ -761,16 +761,16 @@ func (m *wireMsg) rule(num protowire.Number) *wireRule {
 func (m *wireMsg) skip(num protowire.Number, typ protowire.Type, b []byte, d int) ([]byte, error) {
 	r := m.rule(num)
 	if r == nil {
-		return skipUnknown(num, typ, b)
+		return wireSkipUnknown(num, typ, b)
 	}
 	if r.isMap && d-1 < 0 {
 		return nil, errWireDepth // checked before the wire type, as protobuf does
 	}
 	if typ != r.typ {
 		if r.packed && typ == protowire.BytesType {
-			return skipPacked(r.typ, b)
+			return wireSkipPacked(r.typ, b)
 		}
-		return skipUnknown(num, typ, b) // a wire type not its own: unknown
+		return wireSkipUnknown(num, typ, b) // a wire type not its own: unknown
 	}
 	var n int
 	switch typ {
@@ -794,7 +794,7 @@ func (m *wireMsg) skip(num protowire.Number, typ protowire.Type, b []byte, d int
 		}
 		return rest, err
 	default:
-		return skipUnknown(num, typ, b)
+		return wireSkipUnknown(num, typ, b)
 	}
 	if n < 0 {
 		return nil, errWireMalformed
@@ -824,8 +824,8 @@ func (m *wireMsg) check(b []byte, d int) error {
 	return nil
 }
 
-// skipPacked checks and skips a packed run of numbers of wire type typ.
-func skipPacked(typ protowire.Type, b []byte) ([]byte, error) {
+// wireSkipPacked checks and skips a packed run of numbers of wire type typ.
+func wireSkipPacked(typ protowire.Type, b []byte) ([]byte, error) {
 	v, rest, err := wireBytes(b)
 	if err != nil {
 		return nil, err
