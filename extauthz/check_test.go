@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,11 +23,11 @@ import (
 type fakeLookup struct {
 	recs    map[keygate.Hash]*keygate.KeyRecord
 	err     error
-	queries int
+	queries atomic.Int64
 }
 
 func (f *fakeLookup) LookupKey(_ context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	f.queries++
+	f.queries.Add(1)
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -272,8 +273,8 @@ func TestCheck_MalformedTokensNeverReachTheLookup(t *testing.T) {
 	} {
 		f.check("GET", map[string]string{"x-api-key": tok})
 	}
-	if f.lookup.queries != 0 {
-		t.Errorf("lookups for malformed tokens = %d, want 0", f.lookup.queries)
+	if n := f.lookup.queries.Load(); n != 0 {
+		t.Errorf("lookups for malformed tokens = %d, want 0", n)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"unicode/utf8"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -411,8 +412,38 @@ func wireStringsValidUTF8(ss []string) bool {
 }
 
 // wireResponse is a CheckResponse in wire form (appendAllow, appendDeny):
-// wireCodec sends its bytes as they are.
-type wireResponse struct{ b []byte }
+// wireCodec sends its bytes as they are. When pooled is set, b lies in that
+// buffer of grpc's buffer pool, which takes it back once the bytes are
+// written.
+type wireResponse struct {
+	b      []byte
+	pooled *[]byte
+}
+
+// wireResponses recycles wireResponses: wireCodec.Marshal puts each back
+// once it has taken its bytes.
+var wireResponses = sync.Pool{New: func() any { return new(wireResponse) }}
+
+// wireBufSize is the pooled buffer an answer is written into; a typical
+// allow takes 350–500 bytes, a deny less.
+const wireBufSize = 1024
+
+// encodeAnswer writes an answer with enc into a buffer from grpc's pool,
+// falling back to a buffer of its own when the answer outgrows it.
+func encodeAnswer(enc func([]byte) []byte) *wireResponse {
+	w := wireResponses.Get().(*wireResponse)
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(wireBufSize)
+	b := enc((*buf)[:0])
+	if cap(b) == cap(*buf) && unsafe.SliceData(b) == unsafe.SliceData(*buf) {
+		*buf = b
+		w.b, w.pooled = b, buf
+		return w
+	}
+	pool.Put(buf) // it grew into a buffer of its own
+	w.b, w.pooled = b, nil
+	return w
+}
 
 // errEmptyResponse is wireCodec's answer to an empty wireResponse. An
 // empty CheckResponse has status OK, which Envoy takes for an allow: it
@@ -442,9 +473,16 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		if r == nil || len(r.b) == 0 {
 			return nil, errEmptyResponse
 		}
-		// As grpc's codec does below its pooling threshold: the bytes are
-		// sent, then dropped.
-		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
+		var out mem.BufferSlice
+		if r.pooled != nil {
+			// grpc frees the buffer once written: back to its pool.
+			out = mem.BufferSlice{mem.NewBuffer(r.pooled, mem.DefaultBufferPool())}
+		} else {
+			out = mem.BufferSlice{mem.SliceBuffer(r.b)}
+		}
+		*r = wireResponse{}
+		wireResponses.Put(r)
+		return out, nil
 	}
 	return c.std.Marshal(v)
 }
@@ -512,4 +550,21 @@ func checkServiceDesc(h checkFunc) *grpc.ServiceDesc {
 		Streams:  []grpc.StreamDesc{},
 		Metadata: authv3.Authorization_ServiceDesc.Metadata,
 	}
+}
+
+// WireCodec is the server option Register needs: the codec that reads
+// Check requests straight from the wire and sends answers as written, and
+// hands every other message (health, reflection) to grpc's proto codec.
+func WireCodec() (grpc.ServerOption, error) {
+	c, err := newWireCodec()
+	if err != nil {
+		return nil, err
+	}
+	return grpc.ForceServerCodecV2(c), nil
+}
+
+// Register serves s as envoy.service.auth.v3.Authorization on gs, from the
+// wire: gs must be made with WireCodec, or every Check fails (closed).
+func (s *Server) Register(gs *grpc.Server) {
+	gs.RegisterService(checkServiceDesc(s.checkWire), nil)
 }

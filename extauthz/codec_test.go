@@ -208,7 +208,7 @@ func TestAllowProto_IsTheShapeCheckAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(lookup, Config{Format: format, StripCredentials: true, Now: func() time.Time { return now }, Limiter: limiter, DefaultRateLimit: 100})
+	srv, err := New(Direct(lookup), Config{Format: format, StripCredentials: true, Now: func() time.Time { return now }, Limiter: limiter, DefaultRateLimit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestWireCodec_ServesCheckToAProtobufClient(t *testing.T) {
 		mu.Lock()
 		got = append(got, cloneInput(in))
 		mu.Unlock()
-		return &wireResponse{appendAllow(nil, echoAllow(in))}, nil
+		return &wireResponse{b: appendAllow(nil, echoAllow(in))}, nil
 	})
 	client := authv3.NewAuthorizationClient(conn)
 	for i, req := range []*authv3.CheckRequest{wireEnvoyRequest("tok-map"), wireRawRequest("tok-raw"), {}} {
@@ -457,7 +457,7 @@ func TestWireCodec_DistinctTokensNeverMixUnderLoad(t *testing.T) {
 	conns := make([]*grpc.ClientConn, 4)
 	h := func(_ context.Context, in *checkInput) (*wireResponse, error) {
 		runtime.Gosched() // let other requests land in between
-		return &wireResponse{appendAllow(nil, echoAllow(in))}, nil
+		return &wireResponse{b: appendAllow(nil, echoAllow(in))}, nil
 	}
 	conns[0] = startWireServer(t, h)
 	target := conns[0].Target()
@@ -568,7 +568,7 @@ func TestWireCodec_InterceptorSeesTheCall(t *testing.T) {
 	var method string
 	var req any
 	conn := startWireServer(t, func(_ context.Context, in *checkInput) (*wireResponse, error) {
-		return &wireResponse{appendAllow(nil, echoAllow(in))}, nil
+		return &wireResponse{b: appendAllow(nil, echoAllow(in))}, nil
 	}, grpc.UnaryInterceptor(func(ctx context.Context, r any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		method, req = info.FullMethod, r
 		return h(ctx, r)

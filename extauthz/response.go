@@ -5,15 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
@@ -58,57 +52,13 @@ func (n *headerNames) sets(v *keygate.KeyView, name string) bool {
 	return false
 }
 
-// overwrite is the append setting of every header keygate sets: present and
-// false, the deprecated BoolValue that every Envoy version honours (an unset
-// append makes newer Envoy append, so a client's value would survive).
-// One value serves every header: responses are read-only once built.
-func overwrite() *wrapperspb.BoolValue { return appendFalse }
-
-var appendFalse = wrapperspb.Bool(false)
-
-func header(name, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: name, Value: value},
-		Append: overwrite(),
-	}
-}
-
-const cacheAgeField = "cache_age_ms"
-
 // MetadataEncoding prepares a key's metadata for its cached view
-// (cache.Config.Metadata): the protobuf encoding of the google.protobuf.Struct
-// that an allow carries as dynamic_metadata.metadata, or "" for an empty
-// object. Encoded once per load, so an allow copies bytes and parses no
-// JSON. An object that does not parse (the store holds only objects) is
-// empty.
-func MetadataEncoding(raw json.RawMessage) string {
-	var m map[string]any
-	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || len(m) == 0 {
-		return ""
-	}
-	st, err := structpb.NewStruct(m)
-	if err != nil {
-		return ""
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
+// (cache.Config.Metadata): the wire form of the google.protobuf.Struct an
+// allow carries as dynamic_metadata.metadata, or "" for an empty object.
+// Encoded once per load, so an allow copies bytes and parses no JSON.
+func MetadataEncoding(raw json.RawMessage) string { return string(encodeMetadata(raw)) }
 
-// metadataStruct decodes a view's prepared metadata.
-func metadataStruct(enc string) *structpb.Struct {
-	st := &structpb.Struct{}
-	if enc != "" {
-		_ = proto.Unmarshal([]byte(enc), st)
-	}
-	return st
-}
-
-var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
-
-// The credential headers to remove, shared by responses (full slice
+// The credential headers to remove, shared by allows (full slice
 // expressions: nobody may append into them).
 var (
 	removeAPIKey = []string{"x-api-key"}
@@ -116,77 +66,88 @@ var (
 	removeBoth   = []string{"x-api-key", "authorization"}
 )
 
-// allow builds the allow for the key v: the identity headers, the removal
-// of the credential and client-sent identity headers, the rate-limit
-// headers and the dynamic metadata.
-func (s *Server) allow(v *keygate.KeyView, r *request, from uint8, now time.Time) *authv3.CheckResponse {
-	n := s.names
-	var remove []string
+// maxScopes is how many scopes an allow lists without a heap allocation.
+const maxScopes = 8
+
+// allowBuf is the room an allow is built in: on the caller's stack, so a
+// hit allocates nothing here.
+type allowBuf struct {
+	out     allowOut
+	headers [7]wireHeader
+	limits  [3]wireHeader
+	scopes  [maxScopes]string
+	digits  [3][20]byte
+}
+
+// allow builds into b the allow for the key v: the identity headers set
+// over the client's, the credential and client-sent identity headers
+// removed, the rate-limit headers and the dynamic metadata (SPEC §3).
+func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, now time.Time) *allowOut {
+	n, a := s.names, &b.out
 	if !s.cfg.StripCredentials {
 		from = 0 // nothing removed, whichever header carried the token
 	}
 	switch from {
 	case fromAPIKey:
-		remove = removeAPIKey[:1:1]
+		a.remove = removeAPIKey[:1:1]
 	case fromAuthorization:
-		remove = removeAuthz[:1:1]
+		a.remove = removeAuthz[:1:1]
 	case fromAPIKey | fromAuthorization:
-		remove = removeBoth[:2:2]
+		a.remove = removeBoth[:2:2]
 	}
 	if r.prefixed > 0 {
-		remove = s.removePrefixed(v, r, remove)
+		a.remove = s.removePrefixed(v, r, a.remove)
 	}
 	id, org, user, scopes, env := v.ID(), v.OrgID(), v.UserID(), v.Scopes(), string(v.Environment())
-	headers := []*corev3.HeaderValueOption{
-		header(n.keyID, id), header(n.orgID, org), header(n.userID, user), header(n.scopes, scopes),
-		header(n.keyType, string(v.Type())), header(n.environment, env),
+	b.headers = [7]wireHeader{
+		{n.keyID, id}, {n.orgID, org}, {n.userID, user}, {n.scopes, scopes},
+		{n.keyType, string(v.Type())}, {n.environment, env}, {n.projects, v.ProjectIDs()},
 	}
+	a.headers = b.headers[:6]
 	if v.Restricted() {
-		headers = append(headers, header(n.projects, v.ProjectIDs()))
+		a.headers = b.headers[:7]
 	}
-	okr := &authv3.OkHttpResponse{Headers: headers, HeadersToRemove: remove}
 	if r.limit.Limit > 0 {
-		okr.ResponseHeadersToAdd = rateLimitHeaders(r.limit, nil)
-	}
-	var scopeList []*structpb.Value
-	for rest := scopes; rest != ""; {
-		sc := rest
-		if i := strings.IndexByte(rest, ','); i >= 0 {
-			sc, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = ""
+		b.limits = [3]wireHeader{
+			{"ratelimit-limit", itoa(&b.digits[0], int64(r.limit.Limit))},
+			{"ratelimit-remaining", itoa(&b.digits[1], int64(r.limit.Remaining))},
+			{"ratelimit-reset", itoa(&b.digits[2], r.limit.ResetSeconds())},
 		}
-		scopeList = append(scopeList, structpb.NewStringValue(sc))
+		a.responseHeaders = b.limits[:]
 	}
 	age := v.Age(now).Milliseconds()
 	if age < 0 {
 		age = 0
 	}
-	meta := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"key_id":      structpb.NewStringValue(id),
-		"org_id":      structpb.NewStringValue(org),
-		"user_id":     structpb.NewStringValue(user),
-		"scopes":      structpb.NewListValue(&structpb.ListValue{Values: scopeList}),
-		"environment": structpb.NewStringValue(env),
-		"metadata":    structpb.NewStructValue(metadataStruct(v.Metadata())),
-		cacheAgeField: structpb.NewNumberValue(float64(age)),
-	}}
-	return &authv3.CheckResponse{Status: okStatus, DynamicMetadata: meta,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: okr}}
+	meta := v.Metadata()
+	a.meta = allowMeta{
+		keyID: id, orgID: org, userID: user, environment: env,
+		scopes:     splitScopes(b.scopes[:0], scopes),
+		metadata:   unsafe.Slice(unsafe.StringData(meta), len(meta)), // read only
+		cacheAgeMS: age,
+	}
+	return a
 }
 
-// rateLimitHeaders appends the ratelimit-* headers of res to hs, and
-// retry-after when res denied.
-func rateLimitHeaders(res ratelimit.Result, hs []*corev3.HeaderValueOption) []*corev3.HeaderValueOption {
-	limit, remaining, reset, retry := res.Headers()
-	hs = append(hs,
-		header("ratelimit-limit", limit),
-		header("ratelimit-remaining", remaining),
-		header("ratelimit-reset", reset))
-	if retry != "" {
-		hs = append(hs, header("retry-after", retry))
+// itoa formats n into buf without an allocation; the string shares buf,
+// which must outlive it (it lives in the allow's allowBuf).
+func itoa(buf *[20]byte, n int64) string {
+	b := strconv.AppendInt(buf[:0], n, 10)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// splitScopes appends the comma-joined scopes to dst.
+func splitScopes(dst []string, joined string) []string {
+	for joined != "" {
+		sc := joined
+		if i := strings.IndexByte(joined, ','); i >= 0 {
+			sc, joined = joined[:i], joined[i+1:]
+		} else {
+			joined = ""
+		}
+		dst = append(dst, sc)
 	}
-	return hs
+	return dst
 }
 
 // removePrefixed adds to remove every client-sent header with the identity
@@ -203,23 +164,23 @@ func (s *Server) removePrefixed(v *keygate.KeyView, r *request, remove []string)
 		}
 		return false
 	}
-	visitHeaders(r.http, func(name, _ string) {
-		if !s.names.hasPrefix(name) {
-			return
+	for _, h := range r.in.headers {
+		if !s.names.hasPrefix(h.name) {
+			continue
 		}
-		name = strings.ToLower(name)
+		name := strings.ToLower(h.name)
 		if !s.names.sets(v, name) && !seen(name) {
 			out = append(out, name)
 		}
-	})
+	}
 	return out
 }
 
 // denial is the fixed part of the deny for one code.
 type denial struct {
-	status  *rpcstatus.Status
-	http    *typev3.HttpStatus
-	headers []*corev3.HeaderValueOption
+	grpc    int32
+	http    int32
+	headers []wireHeader
 	// body is the JSON body up to the request id, which each deny appends.
 	body string
 }
@@ -233,9 +194,9 @@ func newDenials(docsURL string) map[keygate.Code]*denial {
 	for _, c := range codesList {
 		status := c.HTTPStatus()
 		d := &denial{
-			status:  &rpcstatus.Status{Code: int32(grpcCode(status)), Message: string(c)},
-			http:    &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-			headers: []*corev3.HeaderValueOption{header("content-type", "application/json")},
+			grpc:    int32(grpcCode(status)),
+			http:    int32(status),
+			headers: []wireHeader{{"content-type", "application/json"}},
 		}
 		switch status {
 		case 401:
@@ -243,9 +204,9 @@ func newDenials(docsURL string) map[keygate.Code]*denial {
 			if c == keygate.CodeMissingAPIKey {
 				v = `Bearer realm="keygate"` // RFC 6750 §3.1: no error without a credential
 			}
-			d.headers = append(d.headers, header("www-authenticate", v))
+			d.headers = append(d.headers, wireHeader{"www-authenticate", v})
 		case 503:
-			d.headers = append(d.headers, header("retry-after", strconv.Itoa(retryAfter)))
+			d.headers = append(d.headers, wireHeader{"retry-after", strconv.Itoa(retryAfter)})
 		}
 		d.body = denyBodyPrefix(c, c.Message(), docsURL)
 		out[c] = d
@@ -273,8 +234,8 @@ func grpcCode(h int) codes.Code {
 // maxRequestIDLen bounds a client-sent x-request-id echoed in a deny body.
 const maxRequestIDLen = 200
 
-// deny is the one place a code becomes a CheckResponse.
-func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
+// deny is the one place a code becomes a deny.
+func (s *Server) deny(r *request, code keygate.Code) *denyOut {
 	d := s.denies[code]
 	id := r.requestID
 	if len(id) > maxRequestIDLen {
@@ -286,23 +247,28 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 	headers := d.headers
 	switch code {
 	case keygate.CodeRateLimited:
-		headers = rateLimitHeaders(r.limit, append([]*corev3.HeaderValueOption(nil), d.headers...))
+		headers = append(append([]wireHeader(nil), d.headers...), rateLimitHeaders(r.limit)...)
 	case keygate.CodeTooManyFailedAttempts:
-		headers = append(append([]*corev3.HeaderValueOption(nil), d.headers...),
-			header("retry-after", ratelimit.FormatRetryAfter(r.retryAfter)))
+		headers = append(append([]wireHeader(nil), d.headers...),
+			wireHeader{"retry-after", ratelimit.FormatRetryAfter(r.retryAfter)})
 	}
 	body := d.body
 	if r.detail != "" {
 		body = denyBodyPrefix(code, r.detail, s.cfg.DocsURL)
 	}
-	return &authv3.CheckResponse{
-		Status: d.status,
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  d.http,
-			Headers: headers,
-			Body:    body + jsonString(id) + "}}",
-		}},
+	return &denyOut{code: d.grpc, message: string(code), httpStatus: d.http, headers: headers,
+		body: body + jsonString(id) + "}}"}
+}
+
+// rateLimitHeaders are the ratelimit-* headers of res, and retry-after
+// when res denied.
+func rateLimitHeaders(res ratelimit.Result) []wireHeader {
+	limit, remaining, reset, retry := res.Headers()
+	hs := []wireHeader{{"ratelimit-limit", limit}, {"ratelimit-remaining", remaining}, {"ratelimit-reset", reset}}
+	if retry != "" {
+		hs = append(hs, wireHeader{"retry-after", retry})
 	}
+	return hs
 }
 
 // denyBodyPrefix is a deny's JSON body up to the request id, which the

@@ -172,17 +172,16 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// request is what the decision reads from a CheckRequest.
+// request is what the decision reads from a Check, and what its steps
+// note for the answer.
 type request struct {
-	method    string
-	path      string
+	in        *checkInput
 	requestID string
 	creds     credentials
 	clientIP  string // the --client-ip-header value
 	// prefixed counts client-sent headers with the identity prefix, which
 	// an allow removes (except those it sets).
 	prefixed int
-	http     *authv3.AttributeContext_HttpRequest
 	// retryAfter and limit are set by the steps that deny with them.
 	retryAfter time.Duration
 	limit      ratelimit.Result
@@ -191,26 +190,82 @@ type request struct {
 	detail string
 }
 
-// Check implements envoy.service.auth.v3.Authorization/Check. It never
-// returns a gRPC error where a decision can be given.
+// Check implements envoy.service.auth.v3.Authorization/Check for callers
+// in process and over the standard protobuf codec. It never returns a
+// gRPC error where a decision can be given. `serve` answers Check from the
+// wire instead (Register): the same decision, without building messages.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	start := time.Now()
-	now := start
+	start, now := s.clock()
+	in := inputFromProto(req)
+	var (
+		r   request
+		buf allowBuf
+	)
+	resp := s.decideProto(ctx, &in, &r, &buf, now)
+	s.m.observe(resp.code, time.Since(start))
+	return resp.proto(), nil
+}
+
+// checkWire answers a Check read straight from the wire (Register).
+func (s *Server) checkWire(ctx context.Context, in *checkInput) (*wireResponse, error) {
+	start, now := s.clock()
+	var (
+		r   request
+		buf allowBuf
+	)
+	resp := s.decideProto(ctx, in, &r, &buf, now)
+	s.m.observe(resp.code, time.Since(start))
+	return encodeAnswer(resp.wire), nil
+}
+
+// clock reads the time once, for both the decision and its latency
+// metric, unless a clock was injected.
+func (s *Server) clock() (start, now time.Time) {
+	start = time.Now()
+	now = start
 	if !s.wallClock {
 		now = s.now()
 	}
-	resp, code := s.check(ctx, req, now)
-	s.m.observe(code, time.Since(start))
-	return resp, nil
+	return start, now
 }
 
-// check decides req at now: one reading of the clock serves the key's
-// state, the rate limit, last-used and cache_age_ms.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.Time) (*authv3.CheckResponse, keygate.Code) {
-	attrs := req.GetAttributes()
-	http := attrs.GetRequest().GetHttp()
-	r := request{http: http, method: http.GetMethod(), path: http.GetPath()}
-	visitHeaders(http, func(name, value string) {
+// answer is a decision in the form both encoders take: an allow or a deny.
+type answer struct {
+	code  keygate.Code // "" for an allow
+	allow *allowOut
+	deny  *denyOut
+}
+
+func (a answer) proto() *authv3.CheckResponse {
+	if a.deny != nil {
+		return denyProto(a.deny)
+	}
+	return allowProto(a.allow)
+}
+
+func (a answer) wire(b []byte) []byte {
+	if a.deny != nil {
+		return appendDeny(b, a.deny)
+	}
+	return appendAllow(b, a.allow)
+}
+
+// decideProto decides in at now; r and buf are the caller's room for the
+// request's notes and the allow.
+func (s *Server) decideProto(ctx context.Context, in *checkInput, r *request, buf *allowBuf, now time.Time) answer {
+	v, from, code := s.decide(ctx, in, r, now)
+	if code != "" {
+		return answer{code: code, deny: s.deny(r, code)}
+	}
+	return answer{allow: s.allow(buf, v, r, from, now)}
+}
+
+// decide runs every step of SPEC §3 on in at now: one reading of the clock
+// serves the key's state, the rate limit, last-used and cache_age_ms.
+func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now time.Time) (*keygate.KeyView, uint8, keygate.Code) {
+	r.in = in
+	for _, h := range in.headers {
+		name, value := h.name, h.value
 		r.creds.add(name, value)
 		if s.names.hasPrefix(name) {
 			r.prefixed++
@@ -227,31 +282,45 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 				r.clientIP += "," + value
 			}
 		}
-	})
+	}
 	if r.requestID == "" {
-		r.requestID = http.GetId()
+		r.requestID = in.id
 	}
 	// The client address only matters to the throttle: parse it only then.
 	var addr netip.Addr
 	if s.cfg.Throttle != nil {
-		source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-		addr, _ = s.addrs.Envoy(source, r.clientIP)
+		addr, _ = s.addrs.Envoy(in.sourceAddress, r.clientIP)
 	}
 
-	rec, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
+	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
 	if code != "" {
-		return s.deny(&r, code), code
+		return nil, 0, code
 	}
-	if code := s.authorize(rec, &r, attrs.GetContextExtensions(), now); code != "" {
+	if code := s.authorize(v, r, (*extPairs)(&in.ext), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("denied", "code", code, "key_id", rec.ID())
+			s.log.Debug("denied", "code", code, "key_id", v.ID())
 		}
-		return s.deny(&r, code), code
+		return nil, 0, code
 	}
 	if s.cfg.Usage != nil {
-		s.cfg.Usage.Record(rec.ID(), now)
+		s.cfg.Usage.Record(v.ID(), now)
 	}
-	return s.allow(rec, &r, from, now), ""
+	return v, from, ""
+}
+
+// extPairs are context_extensions as the wire reader took them, sorted by
+// key (policy.Extensions).
+type extPairs []wireHeader
+
+func (e *extPairs) Len() int { return len(*e) }
+
+func (e *extPairs) Get(name string) (string, bool) {
+	for _, p := range *e {
+		if p.name == name {
+			return p.value, true
+		}
+	}
+	return "", false
 }
 
 // authenticate runs the steps every transport shares, in SPEC order: the
@@ -360,8 +429,8 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit. It returns "" to allow.
-func (s *Server) authorize(v *keygate.KeyView, r *request, ext map[string]string, now time.Time) keygate.Code {
-	if err := policy.CheckPath(r.path); err != nil {
+func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
+	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
 	}
@@ -371,11 +440,11 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext map[string]string
 			pol = p
 		}
 	}
-	route, err := pol.Resolve(r.method, r.path, ext)
+	route, err := pol.ResolveExt(r.in.method, r.in.path, ext)
 	if err != nil {
 		// The route's context_extensions are wrong: an operator error,
 		// denied rather than guessed at.
-		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.path), "err", err)
+		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.in.path), "err", err)
 		return keygate.CodeForbidden
 	}
 	if !v.HasScope(route.Scope) {

@@ -369,8 +369,14 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	grpcOpts = append(grpcOpts,
 		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))
-	gs := grpc.NewServer(append(extauthz.ServerOptions(), grpcOpts...)...)
-	authv3.RegisterAuthorizationServer(gs, authz)
+	// Check is read straight from the wire and answered as written
+	// (extauthz.WireCodec); health and reflection use protobuf as usual.
+	codec, err := extauthz.WireCodec()
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(append(append(extauthz.ServerOptions(), codec), grpcOpts...)...)
+	authz.Register(gs)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
