@@ -446,9 +446,11 @@ func (c *Cache) org(id string) *orgState {
 // bounds memory rather than a count of entries:
 //   - the entry itself, view included (one allocation, rounded up to
 //     its size class);
-//   - ristretto's bookkeeping per item: its store's map slot, the policy's
-//     cost map slot (Go maps hold about 1.2 slots per item) and ten 4-bit
-//     counters in each of the sketch's four rows, plus the doorkeeper;
+//   - ristretto's bookkeeping per item: its store's map slot (key and a
+//     48-byte item), the policy's cost map slot (Go's maps hold about 1.5
+//     slots per item between growths), and ten 4-bit counters in each of
+//     the sketch's four rows, rounded up to a power of two, plus the
+//     doorkeeper;
 //   - what the view holds beyond its struct (KeyView.Size).
 //
 // The constants are measured, not guessed: TestCost_BoundsTheHeap and the
@@ -456,7 +458,7 @@ func (c *Cache) org(id string) *orgState {
 const (
 	entrySize     = int64(unsafe.Sizeof(entry{}))
 	entryAlloc    = (entrySize + 15) &^ 15 // Go's size classes up to 256 B step by 16
-	ristrettoItem = (8+8+8+24)*12/10 + (8+8)*12/10 + 10*4/2 + 2
+	ristrettoItem = (8+48)*15/10 + (8+8)*15/10 + 2*10*4/2 + 2
 	entryCost     = entryAlloc + ristrettoItem
 )
 
