@@ -19,28 +19,29 @@ import (
 // is shared by every request without locks.
 type KeyView struct {
 	// id holds a key id of up to 24 bytes ("key_" + 20 base62) inline;
-	// longer ids (none that keygate makes) live in longID.
+	// a longer one (none that keygate makes) is interned in longID.
 	id     [24]byte
 	idLen  uint8
-	longID string
-
-	org, user        unique.Handle[string]
-	scopes, projects unique.Handle[string] // sorted and comma-joined; scopes and project ids never hold a comma
+	longID unique.Handle[string]
 
 	publishable bool
 	test        bool // environment test, else live
 	orgDisabled bool
+	disabled    bool // deactivated (disabled_at set)
+	revoked     bool
 	// rateLimit is rate_limit_per_minute, or -1 for null (the server
 	// default).
 	rateLimit int32
 
-	expiresAt, disabledAt, revokedAt, tokenExpiresAt int64 // 0: none
-	loadedAt                                         int64
-
+	org, user        unique.Handle[string]
+	scopes, projects unique.Handle[string] // sorted and comma-joined; scopes and project ids never hold a comma
 	// metadata is the key's metadata as the consumer that built the view
 	// prepared it (extauthz: its dynamic-metadata encoding), interned:
 	// plans and tiers repeat across keys.
 	metadata unique.Handle[string]
+
+	expiresAt, tokenExpiresAt int64 // 0: none
+	loadedAt                  int64
 }
 
 // NewKeyView returns the compact view of rec, with metadata as its
@@ -70,14 +71,14 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 	if len(k.ID) <= len(v.id) {
 		v.idLen = uint8(copy(v.id[:], k.ID))
 	} else {
-		v.longID = k.ID
+		v.longID = unique.Make(k.ID)
 	}
 	if k.RateLimitPerMinute != nil {
 		v.rateLimit = int32(min(max(*k.RateLimitPerMinute, 0), 1<<31-1))
 	}
 	v.expiresAt = nanos(k.ExpiresAt)
-	v.disabledAt = nanos(k.DisabledAt)
-	v.revokedAt = nanos(k.RevokedAt)
+	v.disabled = k.DisabledAt != nil
+	v.revoked = k.RevokedAt != nil
 	v.tokenExpiresAt = nanos(rec.TokenExpiresAt)
 }
 
@@ -105,8 +106,11 @@ func nanos(t *time.Time) int64 {
 
 // ID is the key's id.
 func (v *KeyView) ID() string {
-	if v.longID != "" || v.idLen == 0 {
-		return v.longID
+	if v.idLen == 0 {
+		if v.longID == (unique.Handle[string]{}) {
+			return ""
+		}
+		return v.longID.Value()
 	}
 	// The view never changes after Fill, so a string over its own bytes is
 	// immutable, and it keeps the view alive while anyone holds it.
@@ -174,11 +178,11 @@ func (v *KeyView) Age(now time.Time) time.Duration { return time.Duration(now.Un
 func (v *KeyView) Status(now time.Time) Status {
 	n := now.UnixNano()
 	switch {
-	case v.revokedAt != 0:
+	case v.revoked:
 		return StatusRevoked
 	case v.expiresAt != 0 && n >= v.expiresAt:
 		return StatusExpired
-	case v.disabledAt != 0:
+	case v.disabled:
 		return StatusInactive
 	}
 	return StatusActive
@@ -199,7 +203,11 @@ func (v *KeyView) Metadata() string { return v.metadata.Value() }
 // shared with other keys (user and metadata; organizations, scope sets and
 // project sets repeat across keys).
 func (v *KeyView) Size() int {
-	return len(v.longID) + len(v.user.Value()) + len(v.metadata.Value())
+	n := len(v.user.Value()) + len(v.metadata.Value())
+	if v.idLen == 0 {
+		n += len(v.ID())
+	}
+	return n
 }
 
 // inList reports whether the comma-joined list holds s.

@@ -113,14 +113,24 @@ type orgState struct{ gen atomic.Uint64 }
 // entry is one cached answer, in one allocation with the view it holds.
 // found false is a negative entry: the hash is unknown to the store.
 type entry struct {
-	hash    keygate.Hash
+	// hash is the token hash past its first 8 bytes, which are ristretto's
+	// key (KeyToHash passes them through), so a hit compares all 32.
+	hash    [len(keygate.Hash{}) - 8]byte
 	found   bool
 	expires int64 // unix nanoseconds
-	gen     uint64
-	epoch   uint64
-	org     *orgState
-	orgGen  uint64
-	view    keygate.KeyView
+	// The generations the entry was loaded under, as the low 32 bits of
+	// the counters: they only need to differ from the counters' values
+	// after an invalidation, and 2^32 invalidations of one bucket between
+	// a load and its next hit do not happen.
+	gen, epoch, orgGen uint32
+	org                *orgState
+	view               keygate.KeyView
+}
+
+func newEntry(h *keygate.Hash) *entry {
+	e := &entry{}
+	copy(e.hash[:], h[8:])
+	return e
 }
 
 type metrics struct {
@@ -339,10 +349,10 @@ func (c *Cache) Known(h keygate.Hash) bool {
 
 // fresh reports whether e may answer for h at now.
 func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
-	return subtle.ConstantTimeCompare(e.hash[:], h[:]) == 1 &&
-		e.gen == c.bucket(h).Load() &&
-		e.epoch == c.epoch.Load() &&
-		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
+	return subtle.ConstantTimeCompare(e.hash[:], h[8:]) == 1 &&
+		e.gen == uint32(c.bucket(h).Load()) &&
+		e.epoch == uint32(c.epoch.Load()) &&
+		(e.org == nil || e.orgGen == uint32(e.org.gen.Load())) &&
 		now.UnixNano() < e.expires &&
 		(c.cfg.MaxStaleness == 0 || now.Sub(*c.syncedAt.Load()) <= c.cfg.MaxStaleness)
 }
@@ -409,7 +419,8 @@ func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		c.m.loads.WithLabelValues("not_found").Observe(time.Since(start).Seconds())
-		e := &entry{hash: h, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.NegativeTTL).UnixNano()}
+		e := newEntry(&h)
+		e.gen, e.epoch, e.expires = uint32(gen), uint32(epoch), c.now().Add(c.cfg.NegativeTTL).UnixNano()
 		c.store.Set(key64(&h), e, entryCost)
 		return nil, keygate.ErrNotFound
 	case err != nil:
@@ -421,10 +432,11 @@ func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.
 	if c.cfg.Metadata != nil {
 		meta = c.cfg.Metadata(rec.Key.Metadata)
 	}
-	e := &entry{hash: h, found: true, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.TTL).UnixNano()}
+	e := newEntry(&h)
+	e.found, e.gen, e.epoch, e.expires = true, uint32(gen), uint32(epoch), c.now().Add(c.cfg.TTL).UnixNano()
 	e.view.Fill(rec, meta)
 	e.org = c.org(rec.Key.OrgID)
-	e.orgGen = e.org.gen.Load()
+	e.orgGen = uint32(e.org.gen.Load())
 	if c.orgEpoch.Load() != orgEpoch {
 		// An organization event landed while we loaded; we cannot tell
 		// whether it was this key's, so answer without caching.
@@ -453,8 +465,10 @@ func (c *Cache) org(id string) *orgState {
 //     doorkeeper;
 //   - what the view holds beyond its struct (KeyView.Size).
 //
-// The constants are measured, not guessed: TestCost_BoundsTheHeap and the
-// memory figures in BENCHMARKS.md check them against the Go heap.
+// ristretto adds the size of its store item (56 bytes) to every cost
+// itself; ristrettoItem is the rest. The constants are measured, not
+// guessed: TestCost_BoundsTheHeap and the memory figures in BENCHMARKS.md
+// check them against the Go heap.
 const (
 	entrySize     = int64(unsafe.Sizeof(entry{}))
 	entryAlloc    = (entrySize + 15) &^ 15 // Go's size classes up to 256 B step by 16
@@ -513,10 +527,11 @@ func (c *Cache) Preload(ctx context.Context, src RecentKeys, n int) (int, error)
 		if c.cfg.Metadata != nil {
 			meta = c.cfg.Metadata(rec.Key.Metadata)
 		}
-		e := &entry{hash: h, found: true, gen: c.bucket(&h).Load(), epoch: epoch, expires: c.now().Add(c.cfg.TTL).UnixNano()}
+		e := newEntry(&h)
+		e.found, e.gen, e.epoch, e.expires = true, uint32(c.bucket(&h).Load()), uint32(epoch), c.now().Add(c.cfg.TTL).UnixNano()
 		e.view.Fill(rec, meta)
 		e.org = c.org(rec.Key.OrgID)
-		e.orgGen = e.org.gen.Load()
+		e.orgGen = uint32(e.org.gen.Load())
 		if c.store.Set(key64(&h), e, cost(e)) {
 			loaded++
 		}
