@@ -569,8 +569,8 @@ func TestMetrics_EvictionsAreNotInvalidationsOrRejections(t *testing.T) {
 	c.store.Wait()
 	capacity := testutil.ToFloat64(c.m.evictions.WithLabelValues("capacity"))
 	rejected := testutil.ToFloat64(c.m.rejections)
-	if capacity == 0 || rejected == 0 {
-		t.Errorf("after overfilling: capacity evictions %v, rejections %v; want both > 0", capacity, rejected)
+	if capacity == 0 {
+		t.Errorf("after overfilling: capacity evictions %v (rejections %v); want some", capacity, rejected)
 	}
 	for _, name := range []string{"keygate_cache_evictions_total", "keygate_cache_rejections_total"} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
