@@ -125,13 +125,19 @@ func appendAllow(b []byte, a *allowOut) []byte {
 		b = encAppendHeaderOption(b, tagOKResponseHeadersToAdd, h)
 	}
 
-	m := &a.meta
 	b = encAppendLen(b, tagCheckResponseDynamicMetadata, meta)
+	b = encAppendKeyMeta(b, &a.meta)
+	return encAppendCacheAge(b, a.meta.cacheAgeMS)
+}
+
+// encAppendKeyMeta appends the dynamic metadata fields that depend on the
+// key alone: all but cache_age_ms.
+func encAppendKeyMeta(b []byte, m *allowMeta) []byte {
 	b = encAppendStringEntry(b, metaKeyID, m.keyID)
 	b = encAppendStringEntry(b, metaOrgID, m.orgID)
 	b = encAppendStringEntry(b, metaUserID, m.userID)
 	list := encListSize(m.scopes)
-	b = encAppendEntryHead(b, metaScopes, 1+protowire.SizeBytes(list))
+	b = encAppendEntryHead(b, metaScopes, encFieldSize(list))
 	b = encAppendLen(b, tagValueList, list)
 	for _, s := range m.scopes {
 		b = encAppendLen(b, tagListValues, encStringValueSize(s))
@@ -139,12 +145,29 @@ func appendAllow(b []byte, a *allowOut) []byte {
 		b = append(b, s...)
 	}
 	b = encAppendStringEntry(b, metaEnvironment, m.environment)
-	b = encAppendEntryHead(b, metaMetadata, 1+protowire.SizeBytes(len(m.metadata)))
+	b = encAppendEntryHead(b, metaMetadata, encFieldSize(len(m.metadata)))
 	b = encAppendLen(b, tagValueStruct, len(m.metadata))
-	b = append(b, m.metadata...)
+	return append(b, m.metadata...)
+}
+
+func encKeyMetaSize(m *allowMeta) int {
+	return encFieldSize(encStringEntrySize(metaKeyID, m.keyID)) +
+		encFieldSize(encStringEntrySize(metaOrgID, m.orgID)) +
+		encFieldSize(encStringEntrySize(metaUserID, m.userID)) +
+		encFieldSize(encEntrySize(metaScopes, encFieldSize(encListSize(m.scopes)))) +
+		encFieldSize(encStringEntrySize(metaEnvironment, m.environment)) +
+		encFieldSize(encEntrySize(metaMetadata, encFieldSize(len(m.metadata))))
+}
+
+// encCacheAgeSize is the size of the cache_age_ms field: a number Value
+// is a tag and eight bytes.
+var encCacheAgeSize = encFieldSize(encEntrySize(metaCacheAge, 1+8))
+
+// encAppendCacheAge appends the cache_age_ms field.
+func encAppendCacheAge(b []byte, ageMS int64) []byte {
 	b = encAppendEntryHead(b, metaCacheAge, 1+8)
 	b = append(b, tagValueNumber)
-	return protowire.AppendFixed64(b, math.Float64bits(float64(m.cacheAgeMS)))
+	return protowire.AppendFixed64(b, math.Float64bits(float64(ageMS)))
 }
 
 func allowOKSize(a *allowOut) int {
@@ -161,15 +184,7 @@ func allowOKSize(a *allowOut) int {
 	return n
 }
 
-func allowMetaSize(m *allowMeta) int {
-	return encFieldSize(encStringEntrySize(metaKeyID, m.keyID)) +
-		encFieldSize(encStringEntrySize(metaOrgID, m.orgID)) +
-		encFieldSize(encStringEntrySize(metaUserID, m.userID)) +
-		encFieldSize(encEntrySize(metaScopes, encFieldSize(encListSize(m.scopes)))) +
-		encFieldSize(encStringEntrySize(metaEnvironment, m.environment)) +
-		encFieldSize(encEntrySize(metaMetadata, encFieldSize(len(m.metadata)))) +
-		encFieldSize(encEntrySize(metaCacheAge, 1+8))
-}
+func allowMetaSize(m *allowMeta) int { return encKeyMetaSize(m) + encCacheAgeSize }
 
 // encFieldSize is the size of a length-delimited field of n bytes with a
 // one-byte tag.

@@ -139,6 +139,17 @@ func TestAppendAllow_DecodesToAllowProto(t *testing.T) {
 	}
 }
 
+// TestWireAllowFragments_WriteAppendAllowsBytes: the measured alternative
+// (per-key fragments) writes exactly what appendAllow writes.
+func TestWireAllowFragments_WriteAppendAllowsBytes(t *testing.T) {
+	for _, a := range []*allowOut{wireTypicalAllow(), wireRateLimitedAllow(), {}} {
+		got := newWireAllowFragments(a).appendAllow(nil, a.remove, a.responseHeaders, a.meta.cacheAgeMS)
+		if want := appendAllow(nil, a); !bytes.Equal(got, want) {
+			t.Errorf("fragments wrote\n%x\nappendAllow\n%x", got, want)
+		}
+	}
+}
+
 // wireShapeLookup holds one key record.
 type wireShapeLookup struct {
 	hash keygate.Hash
