@@ -443,13 +443,13 @@ var wireResponses = sync.Pool{New: func() any { return new(wireResponse) }}
 // allow takes 350–500 bytes, a deny less.
 const wireBufSize = 1024
 
-// encodeAnswer writes an answer with enc into a buffer from grpc's pool,
-// falling back to a buffer of its own when the answer outgrows it.
-func encodeAnswer(enc func([]byte) []byte) *wireResponse {
+// encode writes the answer into a buffer from grpc's pool, falling back
+// to a buffer of its own when the answer outgrows it.
+func (a *answer) encode() *wireResponse {
 	w := wireResponses.Get().(*wireResponse)
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(wireBufSize)
-	b := enc((*buf)[:0])
+	b := a.wire((*buf)[:0])
 	if cap(b) == cap(*buf) && unsafe.SliceData(b) == unsafe.SliceData(*buf) {
 		*buf = b
 		w.b, w.pooled = b, buf

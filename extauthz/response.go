@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -72,32 +73,35 @@ const maxScopes = 8
 // allowBuf is the room an allow is built in: on the caller's stack, so a
 // hit allocates nothing here.
 type allowBuf struct {
-	out     allowOut
 	headers [7]wireHeader
 	limits  [3]wireHeader
 	scopes  [maxScopes]string
-	digits  [3][20]byte
 }
 
 // allow builds into b the allow for the key v: the identity headers set
 // over the client's, the credential and client-sent identity headers
 // removed, the rate-limit headers and the dynamic metadata (SPEC §3).
-func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, now time.Time) *allowOut {
-	n, a := s.names, &b.out
+//
+// The allow is returned by value and points into b, never the other way
+// round, so that both stay on the caller's stack.
+func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, now time.Time) (a allowOut) {
+	n := s.names
 	if !s.cfg.StripCredentials {
 		from = 0 // nothing removed, whichever header carried the token
 	}
+	var remove []string
 	switch from {
 	case fromAPIKey:
-		a.remove = removeAPIKey[:1:1]
+		remove = removeAPIKey[:1:1]
 	case fromAuthorization:
-		a.remove = removeAuthz[:1:1]
+		remove = removeAuthz[:1:1]
 	case fromAPIKey | fromAuthorization:
-		a.remove = removeBoth[:2:2]
+		remove = removeBoth[:2:2]
 	}
 	if r.prefixed > 0 {
-		a.remove = s.removePrefixed(v, r, a.remove)
+		remove = s.removePrefixed(v, r, remove)
 	}
+	a.remove = remove
 	id, org, user, scopes, env := v.ID(), v.OrgID(), v.UserID(), v.Scopes(), string(v.Environment())
 	b.headers = [7]wireHeader{
 		{n.keyID, id}, {n.orgID, org}, {n.userID, user}, {n.scopes, scopes},
@@ -109,9 +113,9 @@ func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, 
 	}
 	if r.limit.Limit > 0 {
 		b.limits = [3]wireHeader{
-			{"ratelimit-limit", itoa(&b.digits[0], int64(r.limit.Limit))},
-			{"ratelimit-remaining", itoa(&b.digits[1], int64(r.limit.Remaining))},
-			{"ratelimit-reset", itoa(&b.digits[2], r.limit.ResetSeconds())},
+			{"ratelimit-limit", decimal(int64(r.limit.Limit))},
+			{"ratelimit-remaining", decimal(int64(r.limit.Remaining))},
+			{"ratelimit-reset", decimal(r.limit.ResetSeconds())},
 		}
 		a.responseHeaders = b.limits[:]
 	}
@@ -122,22 +126,42 @@ func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, 
 	meta := v.Metadata()
 	a.meta = allowMeta{
 		keyID: id, orgID: org, userID: user, environment: env,
-		scopes:     splitScopes(b.scopes[:0], scopes),
+		scopes:     splitScopes(&b.scopes, scopes),
 		metadata:   unsafe.Slice(unsafe.StringData(meta), len(meta)), // read only
 		cacheAgeMS: age,
 	}
 	return a
 }
 
-// itoa formats n into buf without an allocation; the string shares buf,
-// which must outlive it (it lives in the allow's allowBuf).
-func itoa(buf *[20]byte, n int64) string {
-	b := strconv.AppendInt(buf[:0], n, 10)
-	return unsafe.String(unsafe.SliceData(b), len(b))
+// decimal is n in decimal. The numbers of the ratelimit-* headers are
+// small (a per-minute limit, what is left of it, seconds to a full
+// bucket): below 4096 they come from a table made once, so an allow
+// formats no number.
+func decimal(n int64) string {
+	if n >= 0 && n < int64(len(decimals())) {
+		return decimals()[n]
+	}
+	return strconv.FormatInt(n, 10)
 }
 
-// splitScopes appends the comma-joined scopes to dst.
-func splitScopes(dst []string, joined string) []string {
+var decimals = sync.OnceValue(func() []string {
+	t := make([]string, 4096)
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+})
+
+// splitScopes splits the comma-joined scopes into arr, or into a slice of
+// its own when there are more than arr holds.
+func splitScopes(arr *[maxScopes]string, joined string) []string {
+	if joined == "" {
+		return nil
+	}
+	if strings.Count(joined, ",") >= len(arr) {
+		return strings.Split(joined, ",")
+	}
+	n := 0
 	for joined != "" {
 		sc := joined
 		if i := strings.IndexByte(joined, ','); i >= 0 {
@@ -145,9 +169,10 @@ func splitScopes(dst []string, joined string) []string {
 		} else {
 			joined = ""
 		}
-		dst = append(dst, sc)
+		arr[n] = sc
+		n++
 	}
-	return dst
+	return arr[:n]
 }
 
 // removePrefixed adds to remove every client-sent header with the identity

@@ -215,7 +215,7 @@ func (s *Server) checkWire(ctx context.Context, in *checkInput) (*wireResponse, 
 	)
 	resp := s.decideProto(ctx, in, &r, &buf, now)
 	s.m.observe(resp.code, time.Since(start))
-	return encodeAnswer(resp.wire), nil
+	return resp.encode(), nil
 }
 
 // clock reads the time once, for both the decision and its latency
@@ -232,22 +232,22 @@ func (s *Server) clock() (start, now time.Time) {
 // answer is a decision in the form both encoders take: an allow or a deny.
 type answer struct {
 	code  keygate.Code // "" for an allow
-	allow *allowOut
+	allow allowOut
 	deny  *denyOut
 }
 
-func (a answer) proto() *authv3.CheckResponse {
+func (a *answer) proto() *authv3.CheckResponse {
 	if a.deny != nil {
 		return denyProto(a.deny)
 	}
-	return allowProto(a.allow)
+	return allowProto(&a.allow)
 }
 
-func (a answer) wire(b []byte) []byte {
+func (a *answer) wire(b []byte) []byte {
 	if a.deny != nil {
 		return appendDeny(b, a.deny)
 	}
-	return appendAllow(b, a.allow)
+	return appendAllow(b, &a.allow)
 }
 
 // decideProto decides in at now; r and buf are the caller's room for the
