@@ -255,7 +255,11 @@ func BenchmarkCheckProto(b *testing.B) {
 func benchWire(b *testing.B) (*Server, []byte) {
 	b.Helper()
 	f := newFixture(&testing.T{}, Config{StripCredentials: true})
-	tok := f.key(func(r *keygate.KeyRecord) { r.LoadedAt = time.Now(); unlimited := 0; r.Key.RateLimitPerMinute = &unlimited })
+	tok := f.key(func(r *keygate.KeyRecord) {
+		r.LoadedAt = time.Now()
+		unlimited := 0
+		r.Key.RateLimitPerMinute = &unlimited
+	})
 	lim, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{})
 	if err != nil {
 		b.Fatal(err)
