@@ -89,6 +89,29 @@ type Store interface {
 	// writes no key event: last use cannot change a decision. A time older
 	// than the stored one never moves last_used_at back.
 	RecordLastUsed(ctx context.Context, uses []LastUse) error
+
+	// LiveTokenHashes calls fn with the hash of every token a lookup could
+	// find as a key that is not revoked: the current token of every key not
+	// revoked, and rolled-away tokens whose grace (token expires_at) is
+	// after now. Keys that are inactive or expired, and keys of a disabled
+	// organization, are included (a PATCH or an enable can make them usable
+	// again); so are every organization's. Rows are streamed (never one
+	// result held whole in memory), in no particular order; an error from
+	// fn stops the walk and is returned. It is what a replica builds its
+	// membership filter from (SPEC §10).
+	LiveTokenHashes(ctx context.Context, now time.Time, fn func(keygate.Hash) error) error
+
+	// RecentKeys calls fn, for up to n tokens (none for n <= 0), with each
+	// token's hash and its record exactly as LookupKey(hash) would return
+	// it (organization disabled state and token expiry included, LoadedAt
+	// the store's clock when the read began, the same for every record),
+	// most recently used keys first: last_used_at descending; keys never
+	// used after them, newest created first; ties in key id order,
+	// descending. Only decidable tokens: key not revoked, token not past
+	// its grace at now. Streamed like LiveTokenHashes; an error from fn
+	// stops the walk and is returned. It is what a replica warms its cache
+	// with (--preload-keys).
+	RecentKeys(ctx context.Context, n int, now time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error
 }
 
 // NewToken is the stored form of a token: its hash and the parts shown to

@@ -54,29 +54,42 @@ func scanKey(row pgx.Row, extra ...any) (keygate.Key, error) {
 	return k, nil
 }
 
+// recordColumns are the columns of a keygate.KeyRecord, in the order of
+// scanRecord, read through recordFrom.
+const recordColumns = keyColumns + `, o.disabled_at IS NOT NULL, t.expires_at`
+
+// recordFrom joins tokens t to their key k and its organization o.
+const recordFrom = `FROM key_tokens t
+	JOIN api_keys k ON k.id = t.key_id
+	JOIN organizations o ON o.id = k.org_id`
+
+// scanRecord scans recordColumns, followed by extra, into a record whose
+// LoadedAt the caller sets.
+func scanRecord(row pgx.Row, extra ...any) (*keygate.KeyRecord, error) {
+	rec := &keygate.KeyRecord{}
+	var tokenExpires *time.Time
+	k, err := scanKey(row, append([]any{&rec.OrgDisabled, &tokenExpires}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	rec.Key = k
+	rec.TokenExpiresAt = utcPtr(tokenExpires)
+	return rec, nil
+}
+
 // LookupKey returns the record of the token with hash h in one query. A
 // token whose grace period has passed is still returned, with
 // TokenExpiresAt in the past, until a later roll of its key deletes it: the
 // decision treats it as unknown either way.
 func (s *Store) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	rec := &keygate.KeyRecord{}
-	var orgDisabled bool
-	var tokenExpires *time.Time
-	row := s.pool.QueryRow(ctx, `SELECT `+keyColumns+`, o.disabled_at IS NOT NULL, t.expires_at
-		FROM key_tokens t
-		JOIN api_keys k ON k.id = t.key_id
-		JOIN organizations o ON o.id = k.org_id
-		WHERE t.hash = $1`, h[:])
-	k, err := scanKey(row, &orgDisabled, &tokenExpires)
+	row := s.pool.QueryRow(ctx, `SELECT `+recordColumns+` `+recordFrom+` WHERE t.hash = $1`, h[:])
+	rec, err := scanRecord(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("postgres: lookup: %w", keygate.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lookup: %w", err)
 	}
-	rec.Key = k
-	rec.OrgDisabled = orgDisabled
-	rec.TokenExpiresAt = utcPtr(tokenExpires)
 	rec.LoadedAt = s.now()
 	return rec, nil
 }

@@ -80,26 +80,43 @@ func jsonStrings(s []string) string {
 	return string(b)
 }
 
+// recordColumns are the columns of a keygate.KeyRecord, in the order of
+// scanRecord, read through recordFrom.
+var recordColumns = keyColumns("k.") + `, o.disabled_at IS NOT NULL, t.expires_at`
+
+// recordFrom joins tokens t to their key k and its organization o.
+const recordFrom = `FROM key_tokens t
+	JOIN api_keys k ON k.id = t.key_id
+	JOIN organizations o ON o.id = k.org_id`
+
+// scanRecord scans recordColumns, followed by extra, into a record whose
+// LoadedAt the caller sets.
+func scanRecord(row scanner, extra ...any) (*keygate.KeyRecord, error) {
+	rec := &keygate.KeyRecord{}
+	var tokenExpires sql.NullInt64
+	k, err := scanKey(row, append([]any{&rec.OrgDisabled, &tokenExpires}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	rec.Key = k
+	rec.TokenExpiresAt = fromNullUS(tokenExpires)
+	return rec, nil
+}
+
 // LookupKey returns the record of the token with hash h in one query. A
 // token whose grace period has passed is still returned, with
 // TokenExpiresAt in the past, until a later roll of its key deletes it: the
 // decision treats it as unknown either way.
 func (s *Store) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	var orgDisabled bool
-	var tokenExpires sql.NullInt64
-	k, err := scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns("k.")+`, o.disabled_at IS NOT NULL, t.expires_at
-		FROM key_tokens t
-		JOIN api_keys k ON k.id = t.key_id
-		JOIN organizations o ON o.id = k.org_id
-		WHERE t.hash = ?`, h[:]), &orgDisabled, &tokenExpires)
+	rec, err := scanRecord(s.db.QueryRowContext(ctx, `SELECT `+recordColumns+` `+recordFrom+` WHERE t.hash = ?`, h[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sqlite: lookup: %w", keygate.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: lookup: %w", err)
 	}
-	return &keygate.KeyRecord{Key: k, OrgDisabled: orgDisabled,
-		TokenExpiresAt: fromNullUS(tokenExpires), LoadedAt: s.now()}, nil
+	rec.LoadedAt = s.now()
+	return rec, nil
 }
 
 // change is what a write logs besides itself: a key event (when kind is

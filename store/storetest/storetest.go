@@ -57,6 +57,10 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"EventsPagedInSeqOrder", testEventsPaged},
 		{"EventsPrunedReported", testEventsPruned},
 		{"ConcurrentWritersNeverSkipAnEvent", testConcurrentWriters},
+		{"LiveTokenHashesHoldsEveryTokenALookupCouldAllow", testLiveTokenHashes},
+		{"RecentKeysMostRecentlyUsedFirstAsLookupReturnsThem", testRecentKeys},
+		{"RecentKeysNBoundsTheTokens", testRecentKeysLimit},
+		{"WalksStopAtFnErrorAndReleaseTheStore", testWalksStop},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1100,5 +1104,241 @@ func testConcurrentWriters(t *testing.T, e *env) {
 	}
 	if diff := cmp.Diff(want, seen); diff != "" {
 		t.Errorf("the follower skipped or repeated events (-log +seen):\n%s", diff)
+	}
+}
+
+// liveTokens runs LiveTokenHashes at now and returns the names of the
+// hashes it reported, sorted (a hash reported twice shows twice).
+func (e *env) liveTokens(t *testing.T, now time.Time, names map[keygate.Hash]string) []string {
+	t.Helper()
+	var got []string
+	err := e.s.LiveTokenHashes(e.ctx, now, func(h keygate.Hash) error {
+		name, ok := names[h]
+		if !ok {
+			name = "unknown " + hex.EncodeToString(h[:])
+		}
+		got = append(got, name)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("LiveTokenHashes: %v", err)
+	}
+	slices.Sort(got)
+	return got
+}
+
+// The membership filter is built from LiveTokenHashes: a token missing
+// from it would be refused without a lookup, so every token a lookup could
+// find as a key that is not revoked is there, whatever the key's state or
+// organization; revoked keys and tokens past their grace are not.
+func testLiveTokenHashes(t *testing.T, e *env) {
+	for _, org := range []string{"acme", "other", "off"} {
+		e.org(t, org)
+	}
+	names := map[keygate.Hash]string{}
+	mk := func(name, org string, mod ...func(*store.NewKey)) keygate.Key {
+		nk := newKey(t, org, mod...)
+		names[nk.Token.Hash] = name
+		return e.key(t, nk)
+	}
+	roll := func(name string, k keygate.Key, grace time.Duration) {
+		tok := newToken(t)
+		names[tok.Hash] = name
+		if _, err := e.s.RollKey(e.ctx, k.OrgID, k.ID, tok, grace, cli); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("active", "acme")
+	inactive := mk("inactive", "acme")
+	if _, err := e.s.UpdateKey(e.ctx, "acme", inactive.ID, store.KeyUpdate{Active: ptr(false)}, cli); err != nil {
+		t.Fatal(err)
+	}
+	mk("expired", "acme", func(nk *store.NewKey) { nk.ExpiresAt = ptr(start.Add(time.Minute)) })
+	mk("other org", "other")
+	mk("disabled org", "off")
+	if _, err := e.s.SetOrganizationDisabled(e.ctx, "off", true, cli); err != nil {
+		t.Fatal(err)
+	}
+	revoked := mk("revoked", "acme")
+	if _, err := e.s.RevokeKey(e.ctx, "acme", revoked.ID, cli); err != nil {
+		t.Fatal(err)
+	}
+	roll("rolled: new", mk("rolled: old", "acme"), time.Hour)
+	roll("rolled without grace: new", mk("rolled without grace: old", "acme"), 0)
+	rolledRevoked := mk("rolled then revoked: old", "acme")
+	roll("rolled then revoked: new", rolledRevoked, time.Hour)
+	if _, err := e.s.RevokeKey(e.ctx, "acme", rolledRevoked.ID, cli); err != nil {
+		t.Fatal(err)
+	}
+
+	graceEnd := us(start).Add(time.Hour)
+	always := []string{"active", "disabled org", "expired", "inactive", "other org",
+		"rolled without grace: new", "rolled: new"}
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want []string
+	}{
+		{"in grace", start.Add(2 * time.Minute), append(slices.Clone(always), "rolled: old")},
+		{"last microsecond of grace", graceEnd.Add(-time.Microsecond), append(slices.Clone(always), "rolled: old")},
+		{"grace over", graceEnd, always},
+		{"long after", graceEnd.Add(24 * time.Hour), always},
+	} {
+		slices.Sort(tc.want)
+		if diff := cmp.Diff(tc.want, e.liveTokens(t, tc.now, names)); diff != "" {
+			t.Errorf("%s: LiveTokenHashes(%v) (-want +got):\n%s", tc.name, tc.now, diff)
+		}
+	}
+}
+
+// recentFixture creates keys over three organizations (one disabled), uses
+// some of them, and returns the key names in the order RecentKeys must
+// report their decidable tokens at e.clock.Now(), a name per token (a key
+// with a token in its grace appears twice), with the names of keys and
+// tokens.
+func recentFixture(t *testing.T, e *env) (want []string, keyNames map[string]string, tokenNames map[keygate.Hash]string) {
+	for _, org := range []string{"acme", "other", "off"} {
+		e.org(t, org)
+	}
+	keyNames = map[string]string{}
+	tokenNames = map[keygate.Hash]string{}
+	keys := map[string]keygate.Key{}
+	mk := func(name, org string, mod ...func(*store.NewKey)) keygate.Key {
+		e.clock.Advance(time.Second) // created_at orders the keys never used
+		nk := newKey(t, org, mod...)
+		k := e.key(t, nk)
+		keyNames[k.ID], tokenNames[nk.Token.Hash], keys[name] = name, name, k
+		return k
+	}
+	roll := func(k keygate.Key, grace time.Duration) {
+		tok := newToken(t)
+		tokenNames[tok.Hash] = keyNames[k.ID] + ": new"
+		if _, err := e.s.RollKey(e.ctx, k.OrgID, k.ID, tok, grace, cli); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("old unused", "acme")
+	mk("used early", "acme")
+	inactive := mk("inactive, used early too", "acme")
+	if _, err := e.s.UpdateKey(e.ctx, "acme", inactive.ID, store.KeyUpdate{Active: ptr(false)}, cli); err != nil {
+		t.Fatal(err)
+	}
+	mk("other org", "other")
+	mk("expired unused", "acme", func(nk *store.NewKey) { nk.ExpiresAt = ptr(e.clock.Now().Add(time.Second)) })
+	mk("disabled org", "off")
+	if _, err := e.s.SetOrganizationDisabled(e.ctx, "off", true, cli); err != nil {
+		t.Fatal(err)
+	}
+	revoked := mk("revoked", "acme")
+	roll(mk("rolled", "acme"), time.Hour)
+	roll(mk("rolled past grace", "acme"), time.Minute)
+	mk("new unused", "acme")
+
+	t0 := e.clock.Now()
+	var uses []store.LastUse
+	for name, after := range map[string]time.Duration{
+		"used early":               time.Minute,
+		"inactive, used early too": time.Minute, // a tie: created later comes first
+		"rolled":                   3 * time.Minute,
+		"other org":                4 * time.Minute,
+		"disabled org":             5 * time.Minute,
+		"rolled past grace":        6 * time.Minute,
+		"revoked":                  10 * time.Minute,
+	} {
+		uses = append(uses, store.LastUse{KeyID: keys[name].ID, At: t0.Add(after)})
+	}
+	if err := e.s.RecordLastUsed(e.ctx, uses); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.RevokeKey(e.ctx, "acme", revoked.ID, cli); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Minute) // past the grace of "rolled past grace"
+	return []string{"rolled past grace", "disabled org", "other org", "rolled", "rolled",
+		"inactive, used early too", "used early", "new unused", "expired unused", "old unused"}, keyNames, tokenNames
+}
+
+// Warm start loads RecentKeys into the cache in place of lookups, so each
+// record is exactly what LookupKey returns for its hash, and the keys come
+// most recently used first, never-used ones after them newest first.
+func testRecentKeys(t *testing.T, e *env) {
+	want, keyNames, tokenNames := recentFixture(t, e)
+	var got, gotTokens []string
+	err := e.s.RecentKeys(e.ctx, 100, e.clock.Now(), func(h keygate.Hash, rec *keygate.KeyRecord) error {
+		got = append(got, keyNames[rec.Key.ID])
+		gotTokens = append(gotTokens, tokenNames[h])
+		// The store answers during the walk (the caller may look up).
+		lookedUp := e.lookup(t, h)
+		if diff := cmp.Diff(lookedUp, rec, cmpOpts, cmpopts.IgnoreFields(keygate.KeyRecord{}, "LoadedAt")); diff != "" {
+			t.Errorf("token %q: RecentKeys record differs from LookupKey's (-lookup +recent):\n%s", tokenNames[h], diff)
+		}
+		if !rec.LoadedAt.Equal(e.clock.Now()) {
+			t.Errorf("token %q: LoadedAt %v, want the store's clock %v", tokenNames[h], rec.LoadedAt, e.clock.Now())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("RecentKeys: %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("RecentKeys order by key (-want +got):\n%s", diff)
+	}
+	wantTokens := []string{"rolled past grace: new", "disabled org", "other org", "rolled", "rolled: new",
+		"inactive, used early too", "used early", "new unused", "expired unused", "old unused"}
+	slices.Sort(wantTokens)
+	slices.Sort(gotTokens)
+	if diff := cmp.Diff(wantTokens, gotTokens); diff != "" {
+		t.Errorf("RecentKeys tokens (-want +got):\n%s", diff)
+	}
+}
+
+func testRecentKeysLimit(t *testing.T, e *env) {
+	all, keyNames, _ := recentFixture(t, e)
+	for _, n := range []int{-1, 0, 1, 3, 4, len(all) - 1, len(all), len(all) + 1} {
+		var got []string
+		err := e.s.RecentKeys(e.ctx, n, e.clock.Now(), func(_ keygate.Hash, rec *keygate.KeyRecord) error {
+			got = append(got, keyNames[rec.Key.ID])
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("RecentKeys(n=%d): %v", n, err)
+		}
+		want := all[:min(max(n, 0), len(all))]
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("RecentKeys(n=%d) (-want +got):\n%s", n, diff)
+		}
+	}
+}
+
+// An error from fn ends the walk at once and is returned as is; the walk
+// gives back what it held, so walks stopped early, more of them than a
+// pool has connections, leave the store answering.
+func testWalksStop(t *testing.T, e *env) {
+	e.org(t, "acme")
+	var hash keygate.Hash
+	for range 3 {
+		nk := newKey(t, "acme")
+		e.key(t, nk)
+		hash = nk.Token.Hash
+	}
+	stop := errors.New("stop")
+	// A walk that kept its connection would leave the next ones waiting
+	// for the pool: bounded, so that shows as a failure, not a hang.
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	for i := range 20 {
+		calls := 0
+		err := e.s.LiveTokenHashes(ctx, e.clock.Now(), func(keygate.Hash) error { calls++; return stop })
+		if !errors.Is(err, stop) || calls != 1 {
+			t.Fatalf("walk %d: LiveTokenHashes = %v after %d calls, want fn's error after 1", i, err, calls)
+		}
+		calls = 0
+		err = e.s.RecentKeys(ctx, 10, e.clock.Now(), func(keygate.Hash, *keygate.KeyRecord) error { calls++; return stop })
+		if !errors.Is(err, stop) || calls != 1 {
+			t.Fatalf("walk %d: RecentKeys = %v after %d calls, want fn's error after 1", i, err, calls)
+		}
+	}
+	if _, err := e.s.LookupKey(ctx, hash); err != nil {
+		t.Errorf("LookupKey after walks stopped early: %v", err)
 	}
 }
