@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ type serveCmd struct {
 	CacheTTL         time.Duration `name:"cache-ttl" env:"KEYGATE_CACHE_TTL" default:"5m" help:"Reload a cached key after this long, as a backstop to invalidation."`
 	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
 	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
+
+	UnknownLookupRate float64 `name:"unknown-lookup-rate" env:"KEYGATE_UNKNOWN_LOOKUP_RATE" default:"50" placeholder:"PER-SECOND" help:"Store lookups per second per replica for tokens the membership filter does not hold (forged or mistyped); past it they are invalid_api_key without a query. 0: no limit."`
+	PreloadKeys       int     `name:"preload-keys" env:"KEYGATE_PRELOAD_KEYS" default:"10000" placeholder:"N" help:"Before reporting ready, load the N most recently used keys into the cache; 0: off."`
 	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
 	ShutdownDelay    time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
 	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
@@ -96,6 +100,12 @@ func (s *serveCmd) Validate() error {
 		if err := validateAddr(a.addr); err != nil {
 			return fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
 		}
+	}
+	if s.UnknownLookupRate < 0 || math.IsNaN(s.UnknownLookupRate) || math.IsInf(s.UnknownLookupRate, 0) {
+		return fmt.Errorf("--unknown-lookup-rate must be a number ≥ 0 (0: no limit), got %v", s.UnknownLookupRate)
+	}
+	if s.PreloadKeys < 0 {
+		return fmt.Errorf("--preload-keys must be ≥ 0 (0: off), got %d", s.PreloadKeys)
 	}
 	if s.RateLimit < 0 {
 		return fmt.Errorf("--rate-limit must be ≥ 0 (0: unlimited), got %d", s.RateLimit)
@@ -287,16 +297,23 @@ func (s *serveCmd) Run(d *deps) (err error) {
 
 	azCfg := s.extauthzConfig()
 	azCfg.Logger, azCfg.Registerer = logger, reg
+	var (
+		listener *postgres.Listener
+		follower *cache.Follower
+	)
 	keys, err := cache.New(st, cache.Config{
 		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
 		MaxStaleness: s.MaxStaleness,
 		Metadata:     extauthz.MetadataEncoding, Now: time.Now, Registerer: reg, Logger: logger,
+		Live: st, UnknownLookupRate: s.UnknownLookupRate,
+		// Both are set before anything is served.
+		Healthy: func() bool { return s.notificationsHealthy(listener, follower) },
 	})
 	if err != nil {
 		return fmt.Errorf("creating the key cache: %w", err)
 	}
 	defer keys.Close()
-	follower, err := cache.NewFollower(st, keys, s.PollInterval, logger, reg)
+	follower, err = cache.NewFollower(st, keys, s.PollInterval, logger, reg)
 	if err != nil {
 		return fmt.Errorf("--poll-interval: %w", err)
 	}
@@ -305,7 +322,13 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	if err := follower.Start(startCtx); err != nil {
 		return fmt.Errorf("reading the key-events log: %w", err)
 	}
-	var listener *postgres.Listener
+	// Warm start, before anything is served or the follower applies an
+	// event: the membership filter of live tokens, then the most recently
+	// used keys (SPEC §10).
+	life.waitFor("membership filter and preload")
+	if err := s.warm(startCtx, st, keys, logger); err != nil {
+		return err
+	}
 	if pg, ok := st.(*postgres.Store); ok {
 		reconnect := false
 		listener, err = postgres.NewListener(postgres.ListenerConfig{
@@ -412,6 +435,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		g.Go(func() error { return throttle.Run(gctx) })
 	}
 	g.Go(func() error { return s.prune(gctx, st, logger) })
+	g.Go(func() error { return keys.Run(gctx) })
 	g.Go(func() error {
 		// A signal right after the start can stop gs before Serve runs.
 		if err := gs.Serve(grpcLis); !errors.Is(err, grpc.ErrServerStopped) {
@@ -589,6 +613,39 @@ func newWebServer(logger *slog.Logger) *http.Server {
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		ErrorLog:          slogErrorLog(logger),
 	}
+}
+
+// warm builds the membership filter and preloads the most recently used
+// keys, logging how many and how long each took.
+func (s *serveCmd) warm(ctx context.Context, st store.Store, keys *cache.Cache, logger *slog.Logger) error {
+	start := time.Now()
+	n, err := keys.BuildFilter(ctx)
+	if err != nil {
+		return fmt.Errorf("building the membership filter: %w", err)
+	}
+	logger.Info("built the membership filter of live tokens", "live_tokens", n,
+		"took", time.Since(start).Round(time.Millisecond), "unknown_lookup_rate", s.UnknownLookupRate)
+	if s.PreloadKeys == 0 {
+		return nil
+	}
+	start = time.Now()
+	loaded, err := keys.Preload(ctx, st, s.PreloadKeys)
+	if err != nil {
+		return fmt.Errorf("preloading keys (--preload-keys): %w", err)
+	}
+	logger.Info("preloaded the most recently used keys", "keys", loaded, "of_at_most", s.PreloadKeys,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// notificationsHealthy reports whether key events reach this replica
+// promptly: the LISTEN connection is up on PostgreSQL; on the embedded
+// store, the events log was read within two polls.
+func (s *serveCmd) notificationsHealthy(listener *postgres.Listener, follower *cache.Follower) bool {
+	if listener != nil {
+		return listener.Connected()
+	}
+	return follower != nil && follower.SinceSync() <= 2*s.PollInterval+time.Second
 }
 
 // prune deletes key events older than --events-retention every
