@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"math"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -57,11 +57,11 @@ type serveCmd struct {
 	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
 	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
 
-	UnknownLookupRate float64 `name:"unknown-lookup-rate" env:"KEYGATE_UNKNOWN_LOOKUP_RATE" default:"50" placeholder:"PER-SECOND" help:"Store lookups per second per replica for tokens the membership filter does not hold (forged or mistyped); past it they are invalid_api_key without a query. 0: no limit."`
-	PreloadKeys       int     `name:"preload-keys" env:"KEYGATE_PRELOAD_KEYS" default:"10000" placeholder:"N" help:"Before reporting ready, load the N most recently used keys into the cache; 0: off."`
-	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
-	ShutdownDelay    time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
-	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
+	UnknownLookupRate float64       `name:"unknown-lookup-rate" env:"KEYGATE_UNKNOWN_LOOKUP_RATE" default:"50" placeholder:"PER-SECOND" help:"Store lookups per second per replica for tokens the membership filter does not hold (forged or mistyped); past it they are invalid_api_key without a query. 0: no limit."`
+	PreloadKeys       int           `name:"preload-keys" env:"KEYGATE_PRELOAD_KEYS" default:"10000" placeholder:"N" help:"Before reporting ready, load the N most recently used keys into the cache; 0: off."`
+	DocsURL           string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
+	ShutdownDelay     time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
 
 	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself; two missed heartbeats reconnect it."`
 	MaxStaleness      time.Duration `name:"max-staleness" env:"KEYGATE_MAX_STALENESS" default:"30s" help:"Serve cached keys for at most this long since the events log was last read; then ask the store, or deny with 503."`
