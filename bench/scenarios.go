@@ -57,11 +57,10 @@ func (e *env) withSeed(ctx context.Context, n int, f func(s seeded, keys []bench
 }
 
 // cacheBytesFor is a --cache-max-bytes that holds n keys with room to
-// spare: the cache's cost estimate is about 2 300 bytes per seeded key
-// (calibrated against the live heap). Not more: ristretto sizes its
-// admission counters by the bound (about 25 bytes per KiB of
-// --cache-max-bytes, allocated up front).
-func cacheBytesFor(n int) int64 { return max(64<<20, int64(n)*2600) }
+// spare: the cache counts about 440 bytes per seeded key, ristretto's
+// bookkeeping included (TestCost_BoundsTheHeap). Not more: ristretto sizes
+// its admission counters by the bound, allocated up front.
+func cacheBytesFor(n int) int64 { return max(64<<20, int64(n)*500) }
 
 // hits is the hit-path scenario over 1 000 cached keys: keygate and the
 // null server, closed loop at c=1 and c=32, open loop at 2 000 rps, ghz at
