@@ -312,7 +312,8 @@ func TestRevocation_DatabaseOutage(t *testing.T) {
 	_, cold := ring.create()
 	proxy := tcpproxy.Start(t, "127.0.0.1:5432")
 	a := startReplica(t, env{"KEYGATE_DATABASE_URL": withHost(t, dbURL, proxy.Addr())},
-		"--poll-interval", "100ms", "--heartbeat-interval", "200ms", "--max-staleness", "2s")
+		"--poll-interval", "100ms", "--heartbeat-interval", "200ms", "--max-staleness", "2s",
+		"--preload-keys", "0") // the cold key stays uncached
 	if got := a.decide(t, cached); got != 200 {
 		t.Fatalf("warming: %d", got)
 	}

@@ -325,7 +325,7 @@ func TestServe_StoreGoneIsServiceUnavailable(t *testing.T) {
 	e := env{"KEYGATE_DATABASE_URL": dbURL}
 	first := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "first")
 	second := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "second")
-	s := serve(t, e, "--max-staleness", "1s")
+	s := serve(t, e, "--max-staleness", "1s", "--preload-keys", "0") // the second key stays uncached
 	if r := check(t, s, first); r.code != 0 {
 		t.Fatalf("check: exit %d %s", r.code, r.stdout)
 	}
