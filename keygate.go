@@ -87,6 +87,21 @@ func (k *Key) Status(now time.Time) Status {
 	}
 }
 
+// DenyCode is the code that denies a request made with a key of status s
+// (SPEC §3): a revoked key is invalid_api_key, as if unknown; "" for an
+// active key.
+func (s Status) DenyCode() Code {
+	switch s {
+	case StatusRevoked:
+		return CodeInvalidAPIKey
+	case StatusExpired:
+		return CodeAPIKeyExpired
+	case StatusInactive:
+		return CodeAPIKeyInactive
+	}
+	return ""
+}
+
 // HasScope reports whether the key carries scope s.
 func (k *Key) HasScope(s string) bool {
 	for _, have := range k.Scopes {

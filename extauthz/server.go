@@ -412,13 +412,8 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 	if v.TokenExpired(now) {
 		return keygate.CodeInvalidAPIKey // a rolled-away token past its grace
 	}
-	switch v.Status(now) {
-	case keygate.StatusRevoked:
-		return keygate.CodeInvalidAPIKey
-	case keygate.StatusExpired:
-		return keygate.CodeAPIKeyExpired
-	case keygate.StatusInactive:
-		return keygate.CodeAPIKeyInactive
+	if code := v.Status(now).DenyCode(); code != "" {
+		return code
 	}
 	if v.OrgDisabled() {
 		return keygate.CodeOrganizationDisabled

@@ -89,7 +89,8 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (manage.C
 	case err != nil:
 		return manage.Caller{}, err
 	}
-	if code := callerState(&k, h.cfg.Now()); code != "" {
+	// A key deactivated or expired since the view was read is refused.
+	if code := k.Status(h.cfg.Now()).DenyCode(); code != "" {
 		return manage.Caller{}, &keygate.Error{Code: code}
 	}
 	if h.cfg.Usage != nil {
@@ -268,18 +269,4 @@ func pageQuery(q map[string][]string) (int, *store.Cursor, error) {
 		after = &c
 	}
 	return limit, after, nil
-}
-
-// callerState is the key-status step for the caller's key as the store
-// has it: a key deactivated or expired since the view was read is refused.
-func callerState(k *keygate.Key, now time.Time) keygate.Code {
-	switch k.Status(now) {
-	case keygate.StatusRevoked:
-		return keygate.CodeInvalidAPIKey
-	case keygate.StatusExpired:
-		return keygate.CodeAPIKeyExpired
-	case keygate.StatusInactive:
-		return keygate.CodeAPIKeyInactive
-	}
-	return ""
 }
