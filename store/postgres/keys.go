@@ -54,26 +54,49 @@ func scanKey(row pgx.Row, extra ...any) (keygate.Key, error) {
 	return k, nil
 }
 
+// lookupSelect finds the record of the token with hash $1: at most one
+// row, keyColumns then the organization's state and the token's end.
+const lookupSelect = `SELECT ` + keyColumns + `, o.disabled_at IS NOT NULL AS org_disabled, t.expires_at AS token_expires_at
+		FROM key_tokens t
+		JOIN api_keys k ON k.id = t.key_id
+		JOIN organizations o ON o.id = k.org_id
+		WHERE t.hash = $1`
+
 // LookupKey returns the record of the token with hash h in one query. A
 // token whose grace period has passed is still returned, with
 // TokenExpiresAt in the past, until a later roll of its key deletes it: the
 // decision treats it as unknown either way.
+//
+// With a hot standby (Config.ReadURL, UseStandby) the lookup is asked of
+// the standby first, and its answer is used only when the standby has
+// replayed every event this replica has applied (see lookupStandby).
 func (s *Store) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	rec := &keygate.KeyRecord{}
-	var orgDisabled bool
-	var tokenExpires *time.Time
-	row := s.pool.QueryRow(ctx, `SELECT `+keyColumns+`, o.disabled_at IS NOT NULL, t.expires_at
-		FROM key_tokens t
-		JOIN api_keys k ON k.id = t.key_id
-		JOIN organizations o ON o.id = k.org_id
-		WHERE t.hash = $1`, h[:])
-	k, err := scanKey(row, &orgDisabled, &tokenExpires)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("postgres: lookup: %w", keygate.ErrNotFound)
+	if rec, err, answered := s.lookupStandby(ctx, h); answered {
+		return rec, err
 	}
+	row := s.pool.QueryRow(ctx, lookupSelect, h[:])
+	rec, err := s.scanRecord(row)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lookup: %w", err)
 	}
+	return rec, nil
+}
+
+// scanRecord scans one row of lookupSelect (after extra destinations);
+// no row is keygate.ErrNotFound.
+func (s *Store) scanRecord(row pgx.Row, extra ...any) (*keygate.KeyRecord, error) {
+	rec := &keygate.KeyRecord{}
+	var orgDisabled bool
+	var tokenExpires *time.Time
+	var k keygate.Key
+	err := row.Scan(append(extra, keyDest(&k, &orgDisabled, &tokenExpires)...)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keygate.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	normalizeKey(&k)
 	rec.Key = k
 	rec.OrgDisabled = orgDisabled
 	rec.TokenExpiresAt = utcPtr(tokenExpires)

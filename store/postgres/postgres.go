@@ -22,6 +22,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,6 +59,9 @@ type Config struct {
 	// primary, for migrations and their advisory lock (and LISTEN). Empty
 	// means URL.
 	ListenURL string
+	// ReadURL (--read-database-url), when set, is a hot standby for
+	// LookupKey, used once UseStandby says when its answers may be.
+	ReadURL string
 	// Now is the store's clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives operational messages; nil discards them. Tokens and
@@ -68,6 +72,8 @@ type Config struct {
 // Store is the PostgreSQL store.Store.
 type Store struct {
 	pool      *pgxpool.Pool
+	read      *pgxpool.Pool // the standby's; nil without Config.ReadURL
+	standby   atomic.Pointer[standby]
 	listenCfg *pgx.ConnConfig
 	now       func() time.Time
 	log       *slog.Logger
@@ -97,6 +103,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: invalid listen database URL (--listen-database-url): %w", err)
 	}
+	var readCfg *pgxpool.Config
+	if cfg.ReadURL != "" {
+		if readCfg, err = pgxpool.ParseConfig(cfg.ReadURL); err != nil {
+			return nil, fmt.Errorf("postgres: invalid read database URL (--read-database-url): %w", err)
+		}
+	}
 	s := &Store{listenCfg: listenCfg.ConnConfig, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
 		s.now = time.Now
@@ -112,6 +124,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres: pinging %s@%s/%s: %w", poolCfg.ConnConfig.User, poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Database, err)
 	}
+	if readCfg != nil {
+		if s.read, err = pgxpool.NewWithConfig(ctx, readCfg); err != nil {
+			s.pool.Close()
+			return nil, fmt.Errorf("postgres: connecting to the read database URL: %w", err)
+		}
+		// A standby that is down is no reason not to start: the primary
+		// answers until it is back.
+		if err := s.read.Ping(ctx); err != nil {
+			s.log.Warn("the standby (--read-database-url) does not answer; lookups go to the primary until it does",
+				"host", readCfg.ConnConfig.Host, "database", readCfg.ConnConfig.Database, "err", err)
+		}
+	}
 	return s, nil
 }
 
@@ -123,8 +147,13 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close closes the pools.
+func (s *Store) Close() {
+	s.pool.Close()
+	if s.read != nil {
+		s.read.Close()
+	}
+}
 
 // ListenerApplicationName is the application_name of the LISTEN
 // connection, unless the listen URL sets one.
