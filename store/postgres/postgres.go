@@ -3,9 +3,14 @@
 // Lookups and writes go through a pool on Config.URL, which may be a
 // transaction-mode pooler such as PgBouncer: nothing here needs a session
 // (no named prepared statements when the URL sets
-// default_query_exec_mode=simple_protocol or exec, no session locks, no
+// default_query_exec_mode=exec or simple_protocol, no session locks, no
 // LISTEN). What does need a session, migrations under their advisory lock
 // and LISTEN, goes to Config.ListenURL, a direct connection to the primary.
+// pgx's default mode (cache_statement) prepares named statements, and
+// describe_exec prepares in one round trip and executes in the next, which
+// the pooler may send to another server connection: both break there.
+//
+// Lookups may also go to a hot standby (Config.ReadURL): see standby.go.
 //
 // Every write that changes a decision takes pg_advisory_xact_lock(eventsLockKey)
 // just before it inserts its key event, so events commit in sequence order:
@@ -116,6 +121,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.ListenURL != "" && cfg.ListenURL != cfg.URL && pooledUnsafe(poolCfg.ConnConfig.DefaultQueryExecMode) {
+		s.log.Warn("--listen-database-url is set, so --database-url may go through a pooler: " +
+			"through PgBouncer in transaction mode, add default_query_exec_mode=exec (or simple_protocol) to --database-url")
+	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connecting to the database URL: %w", err)
@@ -137,6 +146,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// pooledUnsafe reports whether pgx's exec mode m breaks through a
+// transaction-mode pooler: named prepared statements (cache_statement),
+// or an unnamed one prepared and executed in separate round trips
+// (describe_exec).
+func pooledUnsafe(m pgx.QueryExecMode) bool {
+	return m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeDescribeExec
 }
 
 // Ping checks that the pool's database answers.
