@@ -190,6 +190,44 @@ func (b *Bouncer) admin(ctx context.Context, cmd string) error {
 	return err
 }
 
+// Clients is how many client connections PgBouncer holds for database db
+// (SHOW CLIENTS): proof that a pool goes through it.
+func (b *Bouncer) Clients(t testing.TB, db string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cfg, err := pgx.ParseConfig("postgres://postgres@" + b.Addr + "/pgbouncer?sslmode=disable&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("pgbouncer admin console: %v", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SHOW CLIENTS")
+	if err != nil {
+		t.Fatalf("pgbouncer: SHOW CLIENTS: %v", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range rows.FieldDescriptions() {
+			if f.Name == "database" && vals[i] == db {
+				n++
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // URL is dbURL (a database on the test server) through PgBouncer, with
 // pgx's default_query_exec_mode set to mode (exec, simple_protocol…; empty
 // leaves pgx's default, which prepares named statements).
