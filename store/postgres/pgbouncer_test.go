@@ -3,12 +3,14 @@ package postgres_test
 import (
 	"bytes"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/internal/pgbouncer"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/tcpproxy"
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
 	"github.com/keygate/keygate/store/storetest"
@@ -33,28 +35,40 @@ func TestConformance_ThroughPgBouncer(t *testing.T) {
 	})
 }
 
-// TestOpen_WarnsOfExecModesAPoolerBreaks: with a separate listen URL (the
-// sign of a pooler in front of --database-url), an exec mode that a
-// transaction-mode pooler breaks is worth a warning at start.
+// TestOpen_WarnsOfExecModesAPoolerBreaks: a listen URL at another address
+// than the database URL (the sign of a pooler in front of the latter) with
+// an exec mode that a transaction-mode pooler breaks is worth a warning at
+// start. A TCP proxy stands in for the pooler's address.
 func TestOpen_WarnsOfExecModesAPoolerBreaks(t *testing.T) {
 	direct := pgtest.NewDatabase(t)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = tcpproxy.Start(t, u.Host).Addr()
+	elsewhere := u.String()
 	for _, tc := range []struct {
-		mode string
-		warn bool
+		name, mode, listen string
+		warn               bool
 	}{
-		{"", true}, // pgx's default, cache_statement
-		{"describe_exec", true},
-		{"exec", false},
-		{"simple_protocol", false},
-		{"cache_describe", false},
+		{"default mode", "", direct, true}, // pgx's default, cache_statement
+		{"describe_exec", "describe_exec", direct, true},
+		{"exec", "exec", direct, false},
+		{"simple_protocol", "simple_protocol", direct, false},
+		{"cache_describe", "cache_describe", direct, false},
+		{"listen at the same address", "", direct + "&application_name=listener", false},
+		{"no listen url", "", "", false},
 	} {
-		t.Run(tc.mode, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			url := direct
+			url := elsewhere
+			if tc.listen != direct {
+				url = direct
+			}
 			if tc.mode != "" {
 				url += "&default_query_exec_mode=" + tc.mode
 			}
-			s, err := postgres.Open(t.Context(), postgres.Config{URL: url, ListenURL: direct + "&application_name=direct",
+			s, err := postgres.Open(t.Context(), postgres.Config{URL: url, ListenURL: tc.listen,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {
 				t.Fatal(err)

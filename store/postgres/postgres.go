@@ -121,8 +121,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.ListenURL != "" && cfg.ListenURL != cfg.URL && pooledUnsafe(poolCfg.ConnConfig.DefaultQueryExecMode) {
-		s.log.Warn("--listen-database-url is set, so --database-url may go through a pooler: " +
+	// A listen URL at another address than the database URL is the sign
+	// of a pooler in front of the latter.
+	if (listenCfg.ConnConfig.Host != poolCfg.ConnConfig.Host || listenCfg.ConnConfig.Port != poolCfg.ConnConfig.Port) &&
+		pooledUnsafe(poolCfg.ConnConfig.DefaultQueryExecMode) {
+		s.log.Warn("--listen-database-url goes elsewhere than --database-url, as with a pooler: " +
 			"through PgBouncer in transaction mode, add default_query_exec_mode=exec (or simple_protocol) to --database-url")
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, poolCfg)
