@@ -127,7 +127,7 @@ func (s *Store) UseStandby(gate StandbyGate) error {
 // statement so in one snapshot: always one row, whose lookup columns are
 // NULL when no token has the hash. When pruning emptied the log, the
 // position is the pruning mark.
-const standbyLookup = `SELECT GREATEST((SELECT max(seq) FROM key_events), (SELECT pruned_through FROM key_events_meta)), found.*
+const standbyLookup = `SELECT GREATEST((SELECT max(seq) FROM key_events), (SELECT pruned_through FROM key_events_meta LIMIT 1)), found.*
 	FROM (SELECT 1) AS one
 	LEFT JOIN LATERAL (` + lookupSelect + `) AS found ON true`
 
