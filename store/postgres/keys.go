@@ -508,6 +508,14 @@ func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (s
 
 // RecordLastUsed writes last_used_at for many keys in one statement, never
 // moving it back. It logs no event.
+//
+// Every replica flushes the keys it saw, so many flush the same hot rows
+// at once: the rows are locked in id order (no deadlock between flushes),
+// and a row another transaction holds (a revoke, another replica's flush)
+// is skipped rather than waited for. A flush must never hold up a revoke,
+// nor a pooler's server connection while it waits; a skipped key's time is
+// at most one flush interval older than it could be, and written by its
+// next flush if it is still in use.
 func (s *Store) RecordLastUsed(ctx context.Context, uses []store.LastUse) error {
 	if len(uses) == 0 {
 		return nil
@@ -517,9 +525,14 @@ func (s *Store) RecordLastUsed(ctx context.Context, uses []store.LastUse) error 
 	for i, u := range uses {
 		ids[i], ats[i] = u.KeyID, trunc(u.At)
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE api_keys AS k SET last_used_at = u.at
-		FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) GROUP BY id) AS u
-		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats); err != nil {
+	if _, err := s.pool.Exec(ctx, `WITH u AS (
+			SELECT id, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) GROUP BY id),
+		locked AS (
+			SELECT k.id, u.at FROM api_keys AS k JOIN u ON u.id = k.id
+			WHERE k.last_used_at IS NULL OR k.last_used_at < u.at
+			ORDER BY k.id FOR NO KEY UPDATE OF k SKIP LOCKED)
+		UPDATE api_keys AS k SET last_used_at = locked.at FROM locked
+		WHERE k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < locked.at)`, ids, ats); err != nil {
 		return fmt.Errorf("postgres: record last used: %w", err)
 	}
 	return nil
