@@ -101,10 +101,15 @@ func TestFleet_NoRevokedKeyAllowedAfterOneSecondOnAnyOfTwentyReplicas(t *testing
 
 	// Every replica caches every key.
 	started = time.Now()
+	warmBy := started.Add(5 * time.Minute)
 	parallel(len(rs), func(i int) {
 		for _, tok := range toks {
 			if got, err := fleetCheck(rs[i], tok); got != 200 {
 				t.Errorf("replica %d: warming: %d (%v)", i, got, err)
+				return
+			}
+			if time.Now().After(warmBy) {
+				t.Errorf("replica %d: warming took over 5 minutes", i)
 				return
 			}
 		}
