@@ -157,4 +157,9 @@ var (
 	ErrNotFound = &Error{Code: CodeNotFound}
 	// ErrConflict: the organization or key id exists already.
 	ErrConflict = &Error{Code: CodeConflict}
+	// ErrUndecidable is what a lookup answers when it chose not to ask the
+	// store and cannot rule the token out (the cache, past its budget for
+	// unknown tokens while notifications are down): service_unavailable,
+	// and nothing failed that is worth a log line.
+	ErrUndecidable = &Error{Code: CodeServiceUnavailable, Message: "The API key cannot be verified right now; retry later."}
 )

@@ -104,9 +104,10 @@ type Organization struct {
 	DisabledAt *time.Time
 }
 
-// KeyRecord is everything the decision needs about one token, as returned
-// by a lookup of the token's hash: the key, the state of its organization,
-// and, for a token that a roll has replaced, when it stops working.
+// KeyRecord is everything the store knows about one token, as returned by
+// a lookup of the token's hash: the key, the state of its organization,
+// and, for a token that a roll has replaced, when it stops working. The
+// decision and the cache read its compact KeyView.
 type KeyRecord struct {
 	Key         Key
 	OrgDisabled bool
@@ -115,10 +116,6 @@ type KeyRecord struct {
 	TokenExpiresAt *time.Time
 	// LoadedAt is when the store answered: how old a cached decision is.
 	LoadedAt time.Time
-	// Prepared is derived data that a cache's prepare hook attaches once,
-	// before the record is shared (extauthz precomputes the headers of an
-	// allow). Records are read-only once returned by a lookup.
-	Prepared any
 }
 
 // Hash is the SHA-256 of a whole token: the only form in which a token is

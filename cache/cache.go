@@ -14,22 +14,24 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate"
 )
 
-// Lookup is what the cache wraps and what it offers: the one query the
-// decision needs.
+// Lookup is what the cache wraps: the store's query of one token hash.
 type Lookup interface {
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
 }
@@ -46,13 +48,30 @@ type Config struct {
 	// last confirmed in sync with the events log (MarkSynced); past it every
 	// lookup asks the store. Zero means no bound.
 	MaxStaleness time.Duration
-	// Prepare, if set, is called once on every record a load returns,
-	// before the record is cached or shared (extauthz attaches the
-	// precomputed headers of an allow).
-	Prepare    func(*keygate.KeyRecord)
+	// Metadata, if set, prepares a key's metadata for its view
+	// (keygate.KeyView.Metadata) once per load: extauthz encodes it as an
+	// allow's dynamic metadata, so a hit encodes nothing. Unset, views
+	// carry no metadata.
+	Metadata   func(json.RawMessage) string
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+
+	// Live, when set, is where the membership filter of live token hashes
+	// is built from (SPEC §10): BuildFilter streams it, Run rebuilds the
+	// filter when it fills or after a purge, and a miss for a hash the
+	// filter does not hold draws on UnknownLookupRate. Unset, there is no
+	// filter and every miss asks the store.
+	Live LiveHashes
+	// UnknownLookupRate (--unknown-lookup-rate) is how many misses per
+	// second for hashes the filter does not hold may ask the store; past
+	// it they answer ErrNotFound without a query (ErrUnknownSkipped while
+	// Healthy reports false). 0 means no limit.
+	UnknownLookupRate float64
+	// Healthy reports whether the notification connection delivers, so
+	// that every key created elsewhere reaches the filter within a second.
+	// Nil means healthy.
+	Healthy func() bool
 }
 
 // genBuckets is the number of generation counters hashes are spread over. A
@@ -60,7 +79,8 @@ type Config struct {
 // hit; 64 Ki buckets take 512 KiB.
 const genBuckets = 1 << 16
 
-// Cache is a Lookup that remembers the answers of another Lookup.
+// Cache remembers the answers of a Lookup as compact views
+// (keygate.KeyView): View is the decision's query.
 type Cache struct {
 	next   Lookup
 	cfg    Config
@@ -74,6 +94,11 @@ type Cache struct {
 	// organization's own generation, so a load that raced one is not cached.
 	orgEpoch atomic.Uint64
 	orgs     sync.Map // org id → *orgState
+
+	filter  Filter
+	applied atomic.Uint64 // events applied, so a preload can tell it raced one
+	unknown *rate.Limiter // nil: no limit on lookups of hashes the filter does not hold
+	rebuild chan struct{} // a filter rebuild is wanted (Run)
 	// syncedAt is when the events log was last read to its end. It is a
 	// time.Time, not wall-clock nanoseconds, so that its monotonic reading
 	// measures the staleness: a wall clock stepped back must not stretch
@@ -85,16 +110,27 @@ type Cache struct {
 
 type orgState struct{ gen atomic.Uint64 }
 
-// entry is one cached answer. rec nil is a negative entry: the hash is
-// unknown to the store.
+// entry is one cached answer, in one allocation with the view it holds.
+// found false is a negative entry: the hash is unknown to the store.
 type entry struct {
-	hash    keygate.Hash
-	rec     *keygate.KeyRecord
-	expires time.Time
-	gen     uint64
-	epoch   uint64
-	org     *orgState
-	orgGen  uint64
+	// hash is the token hash past its first 8 bytes, which are ristretto's
+	// key (KeyToHash passes them through), so a hit compares all 32.
+	hash    [len(keygate.Hash{}) - 8]byte
+	found   bool
+	expires int64 // unix nanoseconds
+	// The generations the entry was loaded under, as the low 32 bits of
+	// the counters: they only need to differ from the counters' values
+	// after an invalidation, and 2^32 invalidations of one bucket between
+	// a load and its next hit do not happen.
+	gen, epoch, orgGen uint32
+	org                *orgState
+	view               keygate.KeyView
+}
+
+func newEntry(h *keygate.Hash) *entry {
+	e := &entry{}
+	copy(e.hash[:], h[8:])
+	return e
 }
 
 type metrics struct {
@@ -110,6 +146,11 @@ type metrics struct {
 	// counts invalidations, which are keygate_cache_invalidations_total.
 	evictions  *prometheus.CounterVec
 	rejections prometheus.Counter
+	// unknownLookups counts misses for hashes the filter does not hold:
+	// looked_up (within the budget) or skipped.
+	unknownLookups            *prometheus.CounterVec
+	unknownLooked, unknownSkp prometheus.Counter
+	filterBuilds              *prometheus.CounterVec
 }
 
 // New returns a cache in front of next.
@@ -129,14 +170,20 @@ func New(next Lookup, cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	// ristretto wants about ten counters per item it may hold, and an
-	// entry costs about 2 KiB (see cost); sizing the counters by a smaller
-	// entry would spend hundreds of MiB on counters for a large cache.
-	counters := cfg.MaxBytes / 2048 * 10
+	// ristretto wants about ten counters per item it may hold; an entry
+	// costs at least entryCost (see cost), so this is enough for the most
+	// the cache can hold, and the counters' own bytes are in that cost.
+	counters := cfg.MaxBytes / entryCost * 10
 	if counters < 1000 {
 		counters = 1000
 	}
-	c := &Cache{next: next, cfg: cfg, now: cfg.Now, m: newMetrics()}
+	if cfg.UnknownLookupRate < 0 {
+		return nil, fmt.Errorf("cache: UnknownLookupRate must be 0 (no limit) or more, got %v", cfg.UnknownLookupRate)
+	}
+	c := &Cache{next: next, cfg: cfg, now: cfg.Now, m: newMetrics(), rebuild: make(chan struct{}, 1)}
+	if cfg.Live != nil && cfg.UnknownLookupRate > 0 {
+		c.unknown = rate.NewLimiter(rate.Limit(cfg.UnknownLookupRate), max(1, int(cfg.UnknownLookupRate)))
+	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters: counters,
 		MaxCost:     cfg.MaxBytes,
@@ -178,7 +225,18 @@ func newMetrics() metrics {
 		Name: "keygate_cache_lookups_total",
 		Help: "Key lookups by result: hit, negative_hit (cached unknown hash) or miss.",
 	}, []string{"result"})
+	unknown := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_unknown_lookups_total",
+		Help: "Cache misses for token hashes the membership filter does not hold: looked_up (within --unknown-lookup-rate) or skipped (answered without a query).",
+	}, []string{"result"})
 	return metrics{
+		unknownLookups: unknown,
+		unknownLooked:  unknown.WithLabelValues("looked_up"),
+		unknownSkp:     unknown.WithLabelValues("skipped"),
+		filterBuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keygate_filter_builds_total",
+			Help: "Builds of the membership filter of live token hashes, by result.",
+		}, []string{"result"}),
 		lookups: lookups,
 		hits:    lookups.WithLabelValues("hit"),
 		negHits: lookups.WithLabelValues("negative_hit"),
@@ -214,7 +272,11 @@ func (c *Cache) registerMetrics(reg prometheus.Registerer) error {
 	rm := c.store.Metrics
 	cs := []prometheus.Collector{
 		c.m.lookups, c.m.loads, c.m.invalidated, c.m.purges,
-		c.m.evictions, c.m.rejections,
+		c.m.evictions, c.m.rejections, c.m.unknownLookups, c.m.filterBuilds,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keygate_filter_bytes",
+			Help: "Bytes of the membership filter's bits.",
+		}, func() float64 { return float64(c.filter.Bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keygate_cache_cost_bytes",
 			Help: "Estimated bytes held by cache entries.",
@@ -234,38 +296,64 @@ func (c *Cache) bucket(h *keygate.Hash) *atomic.Uint64 {
 	return &c.gens[binary.LittleEndian.Uint16(h[8:10])]
 }
 
-// LookupKey answers from the cache, or from next on a miss; concurrent misses
-// for one hash make one call to next. The record's LoadedAt tells how old it
+// View answers from the cache, or from next on a miss; concurrent misses
+// for one hash make one call to next. The view's LoadedAt tells how old it
 // is. Unknown hashes answer keygate.ErrNotFound, from cache or store; any
-// other error means the store could not answer and nothing usable was cached.
-func (c *Cache) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
+// other error means the store could not answer and nothing usable was
+// cached. A view is read-only and stays valid after it is evicted.
+func (c *Cache) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
 	if e, ok := c.store.Get(key64(&h)); ok && c.fresh(e, &h, c.now()) {
-		if e.rec == nil {
+		if !e.found {
 			c.m.negHits.Inc()
 			return nil, keygate.ErrNotFound
 		}
 		c.m.hits.Inc()
-		return e.rec, nil
+		return &e.view, nil
 	}
 	c.m.misses.Inc()
+	if c.cfg.Live != nil && !c.filter.Has(&h) {
+		// Not a live token this replica has been told of: a forged or
+		// mistyped token, or a key created elsewhere whose event has not
+		// arrived yet. Only a budget of these reach the store, so a flood
+		// of forged tokens is not a flood of queries.
+		if c.unknown != nil && !c.unknown.Allow() {
+			c.m.unknownSkp.Inc()
+			if c.cfg.Healthy != nil && !c.cfg.Healthy() {
+				// A key created meanwhile may be missing from the filter.
+				return nil, ErrUnknownSkipped
+			}
+			return nil, keygate.ErrNotFound
+		}
+		c.m.unknownLooked.Inc()
+	}
 	return c.load(ctx, h)
 }
 
-// Known reports whether the cache holds a fresh record of a key for h,
-// without loading anything: the failed-auth throttle still answers a
-// blocked address for a token it knows (SPEC §3).
+// ErrUnknownSkipped answers a miss for a hash the membership filter does not
+// hold, past --unknown-lookup-rate, while the notification connection is
+// down: the token may be a key created meanwhile, so it is undecidable
+// (service_unavailable), not unknown.
+var ErrUnknownSkipped = keygate.ErrUndecidable
+
+// Known reports whether h is a live token this replica knows of, without
+// asking the store: its hash is in the membership filter, or, with no
+// filter built, the cache holds a fresh record of it. The failed-auth
+// throttle still answers a blocked address for such a token (SPEC §3).
 func (c *Cache) Known(h keygate.Hash) bool {
+	if c.cfg.Live != nil && c.filter.Ready() {
+		return c.filter.Has(&h)
+	}
 	e, ok := c.store.Get(key64(&h))
-	return ok && e.rec != nil && c.fresh(e, &h, c.now())
+	return ok && e.found && c.fresh(e, &h, c.now())
 }
 
 // fresh reports whether e may answer for h at now.
 func (c *Cache) fresh(e *entry, h *keygate.Hash, now time.Time) bool {
-	return subtle.ConstantTimeCompare(e.hash[:], h[:]) == 1 &&
-		e.gen == c.bucket(h).Load() &&
-		e.epoch == c.epoch.Load() &&
-		(e.org == nil || e.orgGen == e.org.gen.Load()) &&
-		now.Before(e.expires) &&
+	return subtle.ConstantTimeCompare(e.hash[:], h[8:]) == 1 &&
+		e.gen == uint32(c.bucket(h).Load()) &&
+		e.epoch == uint32(c.epoch.Load()) &&
+		(e.org == nil || e.orgGen == uint32(e.org.gen.Load())) &&
+		now.UnixNano() < e.expires &&
 		(c.cfg.MaxStaleness == 0 || now.Sub(*c.syncedAt.Load()) <= c.cfg.MaxStaleness)
 }
 
@@ -292,11 +380,11 @@ func (c *Cache) Stale() bool {
 }
 
 type loaded struct {
-	rec *keygate.KeyRecord
-	err error
+	view *keygate.KeyView
+	err  error
 }
 
-func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
+func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
 	gen := c.bucket(&h).Load()
 	epoch, orgEpoch := c.epoch.Load(), c.orgEpoch.Load()
 	// The flight is keyed by every generation a load depends on: the
@@ -309,13 +397,13 @@ func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, e
 	binary.LittleEndian.PutUint64(fk[len(h)+8:], epoch)
 	binary.LittleEndian.PutUint64(fk[len(h)+16:], orgEpoch)
 	ch := c.flight.DoChan(string(fk[:]), func() (any, error) {
-		rec, err := c.loadOnce(h, gen, epoch, orgEpoch)
-		return loaded{rec, err}, nil
+		view, err := c.loadOnce(h, gen, epoch, orgEpoch)
+		return loaded{view, err}, nil
 	})
 	select {
 	case r := <-ch:
 		l := r.Val.(loaded)
-		return l.rec, l.err
+		return l.view, l.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -323,7 +411,7 @@ func (c *Cache) load(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, e
 
 // loadOnce loads h for the generations read before the flight began, so
 // that what it caches is stale the moment any of them moves.
-func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.KeyRecord, error) {
+func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.KeyView, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.LoadTimeout)
 	defer cancel()
 	start := time.Now()
@@ -331,27 +419,31 @@ func (c *Cache) loadOnce(h keygate.Hash, gen, epoch, orgEpoch uint64) (*keygate.
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		c.m.loads.WithLabelValues("not_found").Observe(time.Since(start).Seconds())
-		e := &entry{hash: h, gen: gen, epoch: epoch, expires: c.now().Add(c.cfg.NegativeTTL)}
-		c.store.SetWithTTL(key64(&h), e, negativeCost, c.cfg.NegativeTTL)
+		e := newEntry(&h)
+		e.gen, e.epoch, e.expires = uint32(gen), uint32(epoch), c.now().Add(c.cfg.NegativeTTL).UnixNano()
+		c.store.Set(key64(&h), e, entryCost)
 		return nil, keygate.ErrNotFound
 	case err != nil:
 		c.m.loads.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		return nil, err
 	}
 	c.m.loads.WithLabelValues("found").Observe(time.Since(start).Seconds())
-	if c.cfg.Prepare != nil {
-		c.cfg.Prepare(rec)
+	var meta string
+	if c.cfg.Metadata != nil {
+		meta = c.cfg.Metadata(rec.Key.Metadata)
 	}
-	org := c.org(rec.Key.OrgID)
-	orgGen := org.gen.Load()
+	e := newEntry(&h)
+	e.found, e.gen, e.epoch, e.expires = true, uint32(gen), uint32(epoch), c.now().Add(c.cfg.TTL).UnixNano()
+	e.view.Fill(rec, meta)
+	e.org = c.org(rec.Key.OrgID)
+	e.orgGen = uint32(e.org.gen.Load())
 	if c.orgEpoch.Load() != orgEpoch {
 		// An organization event landed while we loaded; we cannot tell
 		// whether it was this key's, so answer without caching.
-		return rec, nil
+		return &e.view, nil
 	}
-	e := &entry{hash: h, rec: rec, gen: gen, epoch: epoch, org: org, orgGen: orgGen, expires: c.now().Add(c.cfg.TTL)}
-	c.store.SetWithTTL(key64(&h), e, cost(rec), c.cfg.TTL)
-	return rec, nil
+	c.store.Set(key64(&h), e, cost(e))
+	return &e.view, nil
 }
 
 func (c *Cache) org(id string) *orgState {
@@ -362,33 +454,34 @@ func (c *Cache) org(id string) *orgState {
 	return o.(*orgState)
 }
 
-// negativeCost is the estimated size of a negative entry.
-const negativeCost = 128
+// The cost of an entry is the heap it really holds, so --cache-max-bytes
+// bounds memory rather than a count of entries:
+//   - the entry itself, view included (one allocation, rounded up to
+//     its size class);
+//   - ristretto's bookkeeping per item: its store's map slot (key and a
+//     48-byte item), the policy's cost map slot (Go's maps hold about 1.5
+//     slots per item between growths), and ten 4-bit counters in each of
+//     the sketch's four rows, rounded up to a power of two, plus the
+//     doorkeeper;
+//   - what the view holds beyond its struct (KeyView.Size).
+//
+// ristretto adds the size of its store item (56 bytes) to every cost
+// itself; ristrettoItem is the rest. The constants are measured, not
+// guessed: TestCost_BoundsTheHeap and the memory figures in BENCHMARKS.md
+// check them against the Go heap.
+const (
+	entrySize     = int64(unsafe.Sizeof(entry{}))
+	entryAlloc    = (entrySize + 15) &^ 15 // Go's size classes up to 256 B step by 16
+	ristrettoItem = (8+48)*15/10 + (8+8)*15/10 + 2*10*4/2 + 2
+	entryCost     = entryAlloc + ristrettoItem
+)
 
-// cost estimates the bytes an entry holds, so --cache-max-bytes bounds
-// memory rather than a count of entries.
-func cost(r *keygate.KeyRecord) int64 {
-	// The fixed part (entry, record, ristretto's item and the precomputed
-	// allow's protobuf messages) is calibrated against the live heap per
-	// cached key measured in BENCHMARKS.md (≈ 2.3 KB), so --cache-max-bytes
-	// bounds memory rather than an optimistic estimate of it.
-	n := 1024
-	k := &r.Key
-	n += len(k.ID) + len(k.OrgID) + len(k.UserID) + len(k.Name) + len(k.Prefix) + len(k.Last4) + len(k.Metadata)
-	for _, s := range k.Scopes {
-		n += 16 + len(s)
-	}
-	for _, p := range k.ProjectIDs {
-		n += 16 + len(p)
-	}
-	// The precomputed allow repeats ids, scopes and metadata once more.
-	n *= 2
-	return int64(n)
-}
+func cost(e *entry) int64 { return entryCost + int64(e.view.Size()) }
 
 // Apply invalidates what one event names: its token hashes, or for an
 // organization event every cached key of the organization.
 func (c *Cache) Apply(ev keygate.Event) {
+	defer c.applied.Add(1)
 	switch ev.Kind {
 	case keygate.EventOrgDisabled, keygate.EventOrgEnabled:
 		c.orgEpoch.Add(1)
@@ -402,6 +495,106 @@ func (c *Cache) Apply(ev keygate.Event) {
 		c.store.Del(key64(h))
 		c.m.invalidated.Inc()
 	}
+	if c.cfg.Live != nil && ev.Kind != keygate.EventKeyRevoked {
+		// A created or rolled token is new; an updated key's tokens may be
+		// usable again. A revoked key leaves its bits: a false positive
+		// until the next rebuild, never a wrong allow.
+		if full := c.filter.Add(ev.Hashes); full {
+			c.wantRebuild()
+		}
+	}
+}
+
+// RecentKeys streams the records of the most recently used tokens (the
+// store).
+type RecentKeys interface {
+	RecentKeys(ctx context.Context, n int, now time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error
+}
+
+// Preload warms the cache with the n most recently used tokens from src
+// (--preload-keys), so a replica restarted under load does not send all its
+// traffic to the store as misses. It returns how many it loaded. Should an
+// event be applied while it runs, everything it loaded is dropped (one
+// epoch), since a record it read before that event could outlive it.
+func (c *Cache) Preload(ctx context.Context, src RecentKeys, n int) (int, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	applied, epoch, orgEpoch := c.applied.Load(), c.epoch.Load(), c.orgEpoch.Load()
+	loaded := 0
+	err := src.RecentKeys(ctx, n, c.now(), func(h keygate.Hash, rec *keygate.KeyRecord) error {
+		var meta string
+		if c.cfg.Metadata != nil {
+			meta = c.cfg.Metadata(rec.Key.Metadata)
+		}
+		e := newEntry(&h)
+		e.found, e.gen, e.epoch, e.expires = true, uint32(c.bucket(&h).Load()), uint32(epoch), c.now().Add(c.cfg.TTL).UnixNano()
+		e.view.Fill(rec, meta)
+		e.org = c.org(rec.Key.OrgID)
+		e.orgGen = uint32(e.org.gen.Load())
+		if c.store.Set(key64(&h), e, cost(e)) {
+			loaded++
+		}
+		return nil
+	})
+	c.store.Wait()
+	if c.applied.Load() != applied || c.orgEpoch.Load() != orgEpoch {
+		c.epoch.Add(1) // stale, every entry of this epoch
+		return 0, err
+	}
+	return loaded, err
+}
+
+// BuildFilter builds the membership filter from Config.Live. serve calls it
+// before it reports ready; Run rebuilds it when needed.
+func (c *Cache) BuildFilter(ctx context.Context) (int, error) {
+	if c.cfg.Live == nil {
+		return 0, nil
+	}
+	n, err := c.filter.Build(ctx, c.cfg.Live, c.now())
+	switch {
+	case errors.Is(err, errBuildRunning):
+		return 0, nil
+	case err != nil:
+		c.m.filterBuilds.WithLabelValues("error").Inc()
+		return 0, err
+	}
+	c.m.filterBuilds.WithLabelValues("ok").Inc()
+	return n, nil
+}
+
+func (c *Cache) wantRebuild() {
+	select {
+	case c.rebuild <- struct{}{}:
+	default: // one is due already
+	}
+}
+
+// Run rebuilds the membership filter whenever it has filled up or the
+// cache was purged, until ctx ends; a failed build is retried.
+func (c *Cache) Run(ctx context.Context) error {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.rebuild:
+		case <-retry.C:
+		}
+		start := time.Now()
+		n, err := c.BuildFilter(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.cfg.Logger.Warn("rebuilding the membership filter failed; retrying", "err", err)
+			retry.Reset(5 * time.Second)
+			continue
+		}
+		c.cfg.Logger.Info("rebuilt the membership filter", "live_tokens", n, "took", time.Since(start).Round(time.Millisecond), "bytes", c.filter.Bytes())
+	}
 }
 
 // Purge makes every entry stale at once. Entries are then replaced as keys
@@ -409,6 +602,12 @@ func (c *Cache) Apply(ev keygate.Event) {
 func (c *Cache) Purge() {
 	c.epoch.Add(1)
 	c.m.purges.Inc()
+	if c.cfg.Live != nil {
+		// Events were lost: keys created meanwhile may be missing from
+		// the filter, so it rules nothing out until it is built again.
+		c.filter.Invalidate()
+		c.wantRebuild()
+	}
 }
 
 // Close releases the cache.

@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testskip"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "write the keys view's screenshots to docs/console-1280x800.png and docs/console-1440x900.png")
@@ -46,7 +47,7 @@ func chromium(t *testing.T) string {
 	if os.Getenv("KEYGATE_TEST_REQUIRE_BROWSER") == "1" {
 		t.Fatal(msg + "; KEYGATE_TEST_REQUIRE_BROWSER=1, so this fails instead of skipping")
 	}
-	t.Skip(msg)
+	testskip.Skip(t, msg)
 	return ""
 }
 

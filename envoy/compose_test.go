@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -100,6 +102,23 @@ func addrPort(t *testing.T, addr string, def int) uint32 {
 	return uint32(n)
 }
 
+// versionAtLeast reports whether a tag such as v1.38-latest or 1.28.1 names a release at
+// or after min (MAJOR.MINOR).
+func versionAtLeast(tag, min string) bool {
+	parse := func(s string) (int, int, bool) {
+		m := regexp.MustCompile(`^v?(\d+)\.(\d+)`).FindStringSubmatch(s)
+		if m == nil {
+			return 0, 0, false
+		}
+		major, _ := strconv.Atoi(m[1])
+		minor, _ := strconv.Atoi(m[2])
+		return major, minor, true
+	}
+	a, b, ok1 := parse(tag)
+	c, d, ok2 := parse(min)
+	return ok1 && ok2 && (a > c || a == c && b >= d)
+}
+
 func TestCompose_LoadsWithComposeSpecLoader(t *testing.T) {
 	p := mustLoadCompose(t)
 	want := []string{"envoy", "keygate", "migrate", "postgres", "upstream"}
@@ -153,7 +172,10 @@ func TestCompose_KeygateStartsAfterMigrationOnHealthyPostgres(t *testing.T) {
 		t.Errorf("keygate command mismatch (-want +got):\n%s", diff)
 	}
 	if kg.Build == nil {
-		t.Error("keygate service is not built from the repository")
+		t.Fatal("keygate service is not built from the repository")
+	}
+	if _, ok := kg.Build.Args["VERSION"]; !ok {
+		t.Error("keygate's build passes no VERSION build arg: `keygate version` would say (devel)")
 	}
 	if migrate.Image != kg.Image || (migrate.Build == nil) != (kg.Build == nil) {
 		t.Errorf("migrate runs image %q, keygate %q: they must run the same build", migrate.Image, kg.Image)
@@ -191,6 +213,9 @@ func TestCompose_EnvoyMountsTheTestedConfig(t *testing.T) {
 	envoy := service(t, mustLoadCompose(t), "envoy")
 	if !strings.HasPrefix(envoy.Image, "envoyproxy/envoy:") {
 		t.Errorf("envoy image = %q, want the official envoyproxy/envoy image", envoy.Image)
+	}
+	if !versionAtLeast(strings.TrimPrefix(envoy.Image, "envoyproxy/envoy:"), minEnvoy) {
+		t.Errorf("envoy image %s is older than Envoy %s, which envoy.yaml needs", envoy.Image, minEnvoy)
 	}
 	tested, err := filepath.Abs(envoyConfigPath)
 	if err != nil {
@@ -251,4 +276,79 @@ func TestCrossCheck_EnvoyAndComposeAgree(t *testing.T) {
 			t.Errorf("Envoy admin %d is published on %q, want 127.0.0.1", admin, pp.HostIP)
 		}
 	})
+	t.Run("overload manager acts below the container's memory limit", func(t *testing.T) {
+		var heap uint64
+		for _, m := range e.bootstrap.GetOverloadManager().GetResourceMonitors() {
+			if m.GetName() == fixedHeap {
+				cfg, err := unpack[fixedheapv3.FixedHeapConfig](m.GetTypedConfig())
+				if err != nil {
+					t.Fatal(err)
+				}
+				heap = cfg.GetMaxHeapSizeBytes()
+			}
+		}
+		limit := memoryLimit(service(t, p, "envoy"))
+		// Envoy's resident memory is its heap plus code, stacks and tcmalloc's slack.
+		if heap == 0 || limit <= 0 || float64(heap) > 0.8*float64(limit) {
+			t.Errorf("fixed_heap max_heap_size_bytes %d, compose memory limit of envoy %d: want the heap limit at most 80 %% of it", heap, limit)
+		}
+	})
+}
+
+// memoryLimit is a service's memory limit in bytes (deploy.resources or mem_limit), or 0.
+func memoryLimit(s types.ServiceConfig) int64 {
+	if s.Deploy != nil && s.Deploy.Resources.Limits != nil && s.Deploy.Resources.Limits.MemoryBytes > 0 {
+		return int64(s.Deploy.Resources.Limits.MemoryBytes)
+	}
+	return int64(s.MemLimit)
+}
+
+// parseGoMemLimit reads a GOMEMLIMIT value the way the Go runtime does: an integer with
+// an optional B, KiB, MiB, GiB or TiB suffix.
+func parseGoMemLimit(s string) (int64, error) {
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			return v << u.shift, err
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// checkGoMemLimit fails unless GOMEMLIMIT is about 90 % of the container's memory
+// limit: at 100 % the kernel kills the container before the collector reacts, and far
+// below it the heap is squeezed for nothing.
+func checkGoMemLimit(t *testing.T, where, gomemlimit string, limit int64) {
+	t.Helper()
+	if limit <= 0 {
+		t.Errorf("%s: no memory limit: GOMEMLIMIT has nothing to stay under", where)
+		return
+	}
+	v, err := parseGoMemLimit(gomemlimit)
+	if err != nil || v <= 0 {
+		t.Errorf("%s: GOMEMLIMIT %q is not a byte count the Go runtime reads (%v)", where, gomemlimit, err)
+		return
+	}
+	if r := float64(v) / float64(limit); r < 0.85 || r > 0.95 {
+		t.Errorf("%s: GOMEMLIMIT %s is %.0f %% of the %d-byte memory limit, want about 90 %%", where, gomemlimit, 100*r, limit)
+	}
+}
+
+func TestCompose_KeygateGOMEMLIMITIsNinetyPercentOfItsMemoryLimit(t *testing.T) {
+	kg := service(t, mustLoadCompose(t), "keygate")
+	checkGoMemLimit(t, "compose keygate", env(kg, "GOMEMLIMIT"), memoryLimit(kg))
+}
+
+// The management API mints keys and the gRPC port tells whether a token is a key: other
+// hosts have no business with either. Envoy reaches keygate over the compose network.
+func TestCompose_KeygatePortsArePublishedOnTheHostsLoopbackOnly(t *testing.T) {
+	kg := service(t, mustLoadCompose(t), "keygate")
+	for _, port := range kg.Ports {
+		if port.HostIP != "127.0.0.1" {
+			t.Errorf("keygate's port %d is published on %q, want 127.0.0.1", port.Target, port.HostIP)
+		}
+	}
 }

@@ -15,10 +15,13 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	downstreamconnectionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 const envoyConfigPath = "envoy.yaml"
@@ -128,6 +131,9 @@ func TestEnvoyConfig_LoaderRejectsMistakes(t *testing.T) {
 		{"malformed duration", "timeout: 0.2s", "timeout: 200ms"},
 		{"key given twice", "merge_slashes: true", "merge_slashes: true\n                merge_slashes: false"},
 		{"deprecated field", "dns_lookup_family: V4_PREFERRED\n", "dns_lookup_family: V4_PREFERRED\n      dns_refresh_rate: 5s\n"},
+		{"unknown resource monitor @type", "fixed_heap.v3.FixedHeapConfig\n", "fixed_heap.v3.FixedHeapConfigs\n"},
+		{"misspelt field in a resource monitor", "max_heap_size_bytes:", "max_heap_bytes:"},
+		{"misspelt field in allowed_headers", "{exact: x-api-key, ignore_case: true}", "{exact: x-api-key, ignore_cases: true}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +171,120 @@ func TestEnvoyConfig_EdgeHardening(t *testing.T) {
 	}
 	if got := hcm.GetXffNumTrustedHops(); got != 0 {
 		t.Errorf("xff_num_trusted_hops = %d, want 0 at the edge", got)
+	}
+}
+
+// Envoy's defaults suit a mesh; at the edge every client connection needs a bound on
+// its buffers, its streams and its time (the edge-proxy best practices).
+func TestEnvoyConfig_EdgeLimitsAndTimeouts(t *testing.T) {
+	e := loadEdge(t)
+	const maxBuffer = 32 << 10
+	l := e.bootstrap.GetStaticResources().GetListeners()[0]
+	if got := l.GetPerConnectionBufferLimitBytes(); got == nil || got.GetValue() == 0 || got.GetValue() > maxBuffer {
+		t.Errorf("listener per_connection_buffer_limit_bytes = %v, want set and at most %d", got, maxBuffer)
+	}
+	for _, c := range e.bootstrap.GetStaticResources().GetClusters() {
+		if got := c.GetPerConnectionBufferLimitBytes(); got == nil || got.GetValue() == 0 || got.GetValue() > maxBuffer {
+			t.Errorf("cluster %s per_connection_buffer_limit_bytes = %v, want set and at most %d", c.GetName(), got, maxBuffer)
+		}
+	}
+
+	hcm := e.hcm
+	timeouts := []struct {
+		name string
+		got  interface{ AsDuration() time.Duration }
+		max  time.Duration
+	}{
+		{"request_headers_timeout", hcm.GetRequestHeadersTimeout(), time.Minute},
+		{"stream_idle_timeout", hcm.GetStreamIdleTimeout(), 5 * time.Minute},
+		{"request_timeout", hcm.GetRequestTimeout(), 5 * time.Minute},
+		{"common_http_protocol_options.idle_timeout", hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(), time.Hour},
+	}
+	for _, tt := range timeouts {
+		// A zero or unset duration disables the timeout (or leaves Envoy's default).
+		if d := tt.got.AsDuration(); d <= 0 || d > tt.max {
+			t.Errorf("%s = %v, want set and at most %v", tt.name, d, tt.max)
+		}
+	}
+
+	h2 := hcm.GetHttp2ProtocolOptions()
+	limits := []struct {
+		name     string
+		got, max uint32
+	}{
+		{"max_concurrent_streams", h2.GetMaxConcurrentStreams().GetValue(), 100},
+		{"initial_stream_window_size", h2.GetInitialStreamWindowSize().GetValue(), 64 << 10},
+		{"initial_connection_window_size", h2.GetInitialConnectionWindowSize().GetValue(), 1 << 20},
+	}
+	for _, tt := range limits {
+		if tt.got == 0 || tt.got > tt.max {
+			t.Errorf("http2_protocol_options.%s = %d, want set and at most %d", tt.name, tt.got, tt.max)
+		}
+	}
+}
+
+// The overload manager is what keeps a flood from OOM-killing the edge: past a heap
+// threshold Envoy gives memory back, then answers new requests 503 itself.
+func TestEnvoyConfig_OverloadManagerShedsLoadOnHeapPressure(t *testing.T) {
+	e := loadEdge(t)
+	om := e.bootstrap.GetOverloadManager()
+	if om == nil {
+		t.Fatal("no overload_manager")
+	}
+	monitors := map[string]*anypb.Any{}
+	for _, m := range om.GetResourceMonitors() {
+		monitors[m.GetName()] = m.GetTypedConfig()
+	}
+	heap, err := unpack[fixedheapv3.FixedHeapConfig](monitors[fixedHeap])
+	if err != nil {
+		t.Fatalf("resource monitor %s: %v", fixedHeap, err)
+	}
+	if heap.GetMaxHeapSizeBytes() == 0 {
+		t.Errorf("%s max_heap_size_bytes is 0", fixedHeap)
+	}
+	conns, err := unpack[downstreamconnectionsv3.DownstreamConnectionsConfig](monitors["envoy.resource_monitors.global_downstream_max_connections"])
+	if err != nil {
+		t.Fatalf("no global downstream connection limit: %v", err)
+	}
+	if conns.GetMaxActiveDownstreamConnections() <= 0 {
+		t.Error("max_active_downstream_connections is not positive")
+	}
+	if !e.bootstrap.GetAdmin().GetIgnoreGlobalConnLimit() {
+		t.Error("admin does not ignore the global connection limit: stats would be unreachable when it is hit")
+	}
+
+	thresholds := map[string]float64{}
+	for _, a := range om.GetActions() {
+		for _, tr := range a.GetTriggers() {
+			if tr.GetName() == fixedHeap && tr.GetThreshold() != nil {
+				thresholds[a.GetName()] = tr.GetThreshold().GetValue()
+			}
+		}
+	}
+	shrink, okShrink := thresholds["envoy.overload_actions.shrink_heap"]
+	stop, okStop := thresholds["envoy.overload_actions.stop_accepting_requests"]
+	if !okShrink || !okStop {
+		t.Fatalf("heap-triggered actions %v, want shrink_heap and stop_accepting_requests", thresholds)
+	}
+	if !(0 < shrink && shrink < stop && stop < 1) {
+		t.Errorf("shrink_heap at %v, stop_accepting_requests at %v: want 0 < shrink < stop < 1", shrink, stop)
+	}
+}
+
+// fixedHeap is the name of Envoy's heap resource monitor.
+const fixedHeap = "envoy.resource_monitors.fixed_heap"
+
+// minEnvoy is the oldest Envoy that loads envoy.yaml: header_mutation's remove_on_match
+// (the x-keygate-* strip) arrived in 1.36.
+const minEnvoy = "1.36"
+
+func TestEnvoyConfig_StatesTheEnvoyVersionItNeeds(t *testing.T) {
+	data, err := os.ReadFile(envoyConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Needs Envoy " + minEnvoy + " or later"; !strings.Contains(string(data), want) {
+		t.Errorf("%s does not say %q", envoyConfigPath, want)
 	}
 }
 
@@ -216,6 +336,15 @@ func TestEnvoyConfig_ExtAuthzFailsClosedOverGRPCv3(t *testing.T) {
 	if authz.GetFilterEnabled() != nil || authz.GetFilterEnabledMetadata() != nil || authz.GetDenyAtDisable() != nil {
 		t.Error("ext_authz is switched by filter_enabled*/deny_at_disable: it must run on every route that does not disable it explicitly")
 	}
+}
+
+func TestEnvoyConfig_ExtAuthzSendsOnlyTheHeadersKeygateReads(t *testing.T) {
+	e := loadEdge(t)
+	authz, err := unpack[extauthzv3.ExtAuthz](e.httpFilter(t, extAuthzNamespace).GetTypedConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAllowedHeaders(t, envoyConfigPath, authz)
 }
 
 func TestEnvoyConfig_HeaderMutationStripsEveryIdentityHeader(t *testing.T) {
@@ -408,8 +537,15 @@ func TestEnvoyConfig_KeygateClusterSpeaksHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
-		t.Error("keygate cluster is not explicit HTTP/2")
+	h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions()
+	if h2 == nil {
+		t.Fatal("keygate cluster is not explicit HTTP/2")
+	}
+	if w := h2.GetInitialStreamWindowSize().GetValue(); w == 0 || w > 64<<10 {
+		t.Errorf("keygate cluster initial_stream_window_size = %d, want set and at most 64 KiB", w)
+	}
+	if w := h2.GetInitialConnectionWindowSize().GetValue(); w == 0 || w > 1<<20 {
+		t.Errorf("keygate cluster initial_connection_window_size = %d, want set and at most 1 MiB", w)
 	}
 	if c.GetConnectTimeout().AsDuration() <= 0 {
 		t.Error("keygate cluster has no connect_timeout")

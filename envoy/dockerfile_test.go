@@ -195,9 +195,13 @@ func buildRun(t *testing.T, build stage) instruction {
 	return runs[0]
 }
 
+// testVersion is the VERSION build arg the build test passes, as
+// `docker build --build-arg VERSION=...` would.
+const testVersion = "v0.0.0-dockerfile-test"
+
 // TestDockerfile_BuildCommandBuildsKeygate runs the Dockerfile's own go build line, with
-// the build stage's ENV, from the repository root (the image's build context), writing
-// the binary to a temporary directory instead of /out.
+// the build stage's ENV and ARGs (VERSION set to testVersion), from the repository root
+// (the image's build context), writing the binary to a temporary directory instead of /out.
 func TestDockerfile_BuildCommandBuildsKeygate(t *testing.T) {
 	build := parseDockerfile(t)[0]
 	var env []string
@@ -208,12 +212,17 @@ func TestDockerfile_BuildCommandBuildsKeygate(t *testing.T) {
 		}
 		env = append(env, k+"="+v)
 	}
-	words := strings.Fields(buildRun(t, build).args)
+	args := stageArgs(t, build)
+	if _, ok := args["VERSION"]; !ok {
+		t.Fatal("build stage has no ARG VERSION: `docker build --build-arg VERSION=...` would not reach the binary")
+	}
+	args["VERSION"] = testVersion
+	words := shellWords(t, buildRun(t, build).args, args)
 	for len(words) > 0 && strings.Contains(words[0], "=") {
 		env = append(env, words[0])
 		words = words[1:]
 	}
-	if len(words) < 2 || words[0] != "go" || words[1] != "build" || strings.ContainsAny(strings.Join(words, " "), `"'$;&|`) {
+	if len(words) < 2 || words[0] != "go" || words[1] != "build" {
 		t.Fatalf("RUN %s: want a plain `[VAR=value ...] go build ...` line", buildRun(t, build).args)
 	}
 	for _, want := range []string{"CGO_ENABLED=0"} {
@@ -221,10 +230,22 @@ func TestDockerfile_BuildCommandBuildsKeygate(t *testing.T) {
 			t.Errorf("build runs without %s", want)
 		}
 	}
-	for _, want := range []string{"-trimpath", "-ldflags=-s", "./cmd/keygate"} {
+	for _, want := range []string{"-trimpath", "./cmd/keygate"} {
 		if !slices.Contains(words, want) {
 			t.Errorf("go build lacks %s", want)
 		}
+	}
+	var ldflags []string
+	for _, w := range words {
+		if v, ok := strings.CutPrefix(w, "-ldflags="); ok {
+			ldflags = strings.Fields(v)
+		}
+	}
+	if !slices.Contains(ldflags, "-s") {
+		t.Errorf("go build -ldflags %q lacks -s", ldflags)
+	}
+	if i := slices.Index(ldflags, "-X"); i < 0 || i+1 >= len(ldflags) || ldflags[i+1] != "main.version="+testVersion {
+		t.Errorf("go build -ldflags %q does not set main.version from the VERSION build arg", ldflags)
 	}
 	out := slices.Index(words, "-o")
 	if out < 0 || out+1 >= len(words) {
@@ -245,18 +266,223 @@ func TestDockerfile_BuildCommandBuildsKeygate(t *testing.T) {
 		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, outb)
 	}
 
-	t.Run("healthcheck subcommand", func(t *testing.T) {
-		stages := parseDockerfile(t)
-		testHealthcheck(t, bin, healthcheckArgv(t, stages[len(stages)-1]))
+	stages := parseDockerfile(t)
+	final := stages[len(stages)-1]
+	t.Run("version is the VERSION build arg", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("keygate version: %v\n%s", err, out)
+		}
+		if !strings.HasPrefix(string(out), "keygate "+testVersion+" ") {
+			t.Errorf("keygate version printed %q, want it to start with %q", out, "keygate "+testVersion+" ")
+		}
 	})
-	t.Run("serves on the embedded store", func(t *testing.T) { testServesEmbedded(t, bin) })
+	t.Run("healthcheck subcommand", func(t *testing.T) {
+		testHealthcheck(t, bin, healthcheckArgv(t, final))
+	})
+	t.Run("serves on the embedded store", func(t *testing.T) { testServesEmbedded(t, bin, final) })
 }
 
-// testServesEmbedded runs the image's binary as the image would, with no
-// database: it must print the bootstrap owner key, answer /healthz and
-// exit 0 on SIGTERM.
-func testServesEmbedded(t *testing.T, bin string) {
-	cmd := exec.Command(bin, "serve", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json")
+// stageArgs is the ARGs a stage declares, with their defaults.
+func stageArgs(t *testing.T, s stage) map[string]string {
+	t.Helper()
+	args := map[string]string{}
+	for _, a := range s.all("ARG") {
+		k, v, _ := strings.Cut(a.args, "=")
+		if k == "" || strings.ContainsAny(k, " \t") {
+			t.Fatalf("ARG %s: write ARG as NAME or NAME=default", a.args)
+		}
+		args[k] = v
+	}
+	return args
+}
+
+// shellWords splits a RUN line as /bin/sh would, for the subset the Dockerfile uses:
+// blanks separate words, double quotes group, $NAME and ${NAME} expand from vars (the
+// stage's ARGs). Anything else a shell treats specially fails the test rather than be
+// guessed at.
+func shellWords(t *testing.T, line string, vars map[string]string) []string {
+	t.Helper()
+	var words []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '"':
+			quoted, inWord = !quoted, true
+		case c == '$':
+			var name string
+			if rest, ok := strings.CutPrefix(line[i+1:], "{"); ok {
+				end := strings.IndexByte(rest, '}')
+				if end < 0 {
+					t.Fatalf("RUN %s: unterminated ${", line)
+				}
+				name = rest[:end]
+				i += 2 + end
+			} else {
+				end := i + 1
+				for end < len(line) && (line[end] == '_' || 'A' <= line[end] && line[end] <= 'Z' || 'a' <= line[end] && line[end] <= 'z' || '0' <= line[end] && line[end] <= '9') {
+					end++
+				}
+				name = line[i+1 : end]
+				i = end - 1
+			}
+			v, ok := vars[name]
+			if !ok {
+				t.Fatalf("RUN %s: $%s is not an ARG of the stage", line, name)
+			}
+			cur.WriteString(v)
+			inWord = true
+		case !quoted && (c == ' ' || c == '\t'):
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case strings.IndexByte("'`;&|<>()\\*?~#!", c) >= 0:
+			t.Fatalf("RUN %s: %q is more shell than this test reads", line, c)
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quoted {
+		t.Fatalf("RUN %s: unterminated quote", line)
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+// imageDataDir is where the final stage keeps the embedded store: KEYGATE_DATA_DIR
+// from its ENV, or --data-dir in its CMD.
+func imageDataDir(t *testing.T, final stage) string {
+	t.Helper()
+	if dir := stageEnv(t, final)["KEYGATE_DATA_DIR"]; dir != "" {
+		return dir
+	}
+	for _, c := range final.all("CMD") {
+		argv := execForm(t, c)
+		if i := slices.Index(argv, "--data-dir"); i >= 0 && i+1 < len(argv) {
+			return argv[i+1]
+		}
+	}
+	return ""
+}
+
+// stageEnv is the ENV a stage sets, written as KEY=value.
+func stageEnv(t *testing.T, s stage) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range s.all("ENV") {
+		k, v, ok := strings.Cut(e.args, "=")
+		if !ok || strings.ContainsAny(k, " \t") || strings.ContainsAny(v, " \t\"'$") {
+			t.Fatalf("ENV %s: write ENV as KEY=value, one a line, no quotes", e.args)
+		}
+		env[k] = v
+	}
+	return env
+}
+
+// The image ran `serve` in a working directory its user could not write: "unable to
+// open database file (14)". The embedded store needs a directory that exists, belongs
+// to the runtime user, and is a volume (a container's own layer is lost with it).
+func TestDockerfile_EmbeddedStoreHasAVolumeOwnedByTheRuntimeUser(t *testing.T) {
+	stages := parseDockerfile(t)
+	final := stages[len(stages)-1]
+	dir := imageDataDir(t, final)
+	if dir == "" || !path.IsAbs(dir) {
+		t.Fatalf("final stage sets no absolute KEYGATE_DATA_DIR (or CMD --data-dir): got %q", dir)
+	}
+
+	var volumes []string
+	for _, v := range final.all("VOLUME") {
+		if strings.HasPrefix(v.args, "[") {
+			volumes = append(volumes, execForm(t, v)...)
+		} else {
+			volumes = append(volumes, strings.Fields(v.args)...)
+		}
+	}
+	if !slices.Contains(volumes, dir) {
+		t.Errorf("VOLUME %v does not hold the data directory %s", volumes, dir)
+	}
+
+	users := final.all("USER")
+	if len(users) != 1 {
+		t.Fatalf("final stage has %d USER instructions, want 1", len(users))
+	}
+	uid, gid, _ := strings.Cut(users[0].args, ":")
+	var src, from string
+	for _, c := range final.all("COPY") {
+		f := strings.Fields(c.args)
+		if len(f) < 2 || f[len(f)-1] != dir {
+			continue
+		}
+		var chown string
+		for _, opt := range f[:len(f)-2] {
+			if v, ok := strings.CutPrefix(opt, "--from="); ok {
+				from = v
+			}
+			if v, ok := strings.CutPrefix(opt, "--chown="); ok {
+				chown = v
+			}
+		}
+		cu, cg, _ := strings.Cut(chown, ":")
+		if cu != uid || (gid != "" && cg != gid) {
+			t.Errorf("COPY %s: owner %q, want the runtime user %s", c.args, chown, users[0].args)
+		}
+		src = f[len(f)-2]
+	}
+	if src == "" {
+		t.Fatalf("no COPY --chown=%s ... %s in the final stage: distroless has no shell to create it", users[0].args, dir)
+	}
+	made := false
+	for _, s := range stages[:len(stages)-1] {
+		if !strings.HasSuffix(s.from, " AS "+from) && !strings.HasSuffix(s.from, " as "+from) {
+			continue
+		}
+		for _, r := range s.all("RUN") {
+			if f := strings.Fields(r.args); slices.Contains(f, "mkdir") && slices.Contains(f, src) {
+				made = true
+			}
+		}
+	}
+	if !made {
+		t.Errorf("stage %q does not mkdir %s, which the final stage copies to %s", from, src, dir)
+	}
+}
+
+// testServesEmbedded runs the image's binary as the image would, with its ENV and CMD and
+// no database, a temporary directory standing in for the data volume: it must create the
+// store there, print the bootstrap owner key, answer /healthz and exit 0 on SIGTERM.
+func testServesEmbedded(t *testing.T, bin string, final stage) {
+	volume := t.TempDir()
+	dataDir := imageDataDir(t, final)
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "KEYGATE_") { // the image's environment, not this test's
+			env = append(env, e)
+		}
+	}
+	for k, v := range stageEnv(t, final) {
+		if k == "KEYGATE_DATA_DIR" && v == dataDir {
+			v = volume
+		}
+		env = append(env, k+"="+v)
+	}
+	cmds := final.all("CMD")
+	if len(cmds) != 1 {
+		t.Fatalf("final stage has %d CMDs, want 1", len(cmds))
+	}
+	args := execForm(t, cmds[0])
+	if i := slices.Index(args, "--data-dir"); i >= 0 && i+1 < len(args) && args[i+1] == dataDir {
+		args[i+1] = volume
+	}
+	args = append(args, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json")
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -277,6 +503,9 @@ func testServesEmbedded(t *testing.T, bin string) {
 	}
 	if out, err := exec.Command(bin, "healthcheck", "--url", "http://"+httpAddr+"/healthz").CombinedOutput(); err != nil {
 		t.Errorf("healthcheck of the running binary: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(volume, "keygate.db")); err != nil {
+		t.Errorf("the embedded store is not in the data volume: %v", err)
 	}
 	if !strings.Contains(stdout.String(), "created owner key for organization default") {
 		t.Errorf("no bootstrap owner key on stdout: %q", stdout.String())

@@ -7,9 +7,11 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
@@ -94,7 +96,8 @@ func loadIstioObject(t *testing.T, path, apiVersion, kind string, spec proto.Mes
 	return obj.Metadata
 }
 
-// manifests is istio/keygate.yaml, each object strictly decoded into its Kubernetes type.
+// manifests is istio/namespace.yaml and istio/keygate.yaml, each object strictly decoded
+// into its Kubernetes type.
 type manifests struct {
 	namespace  *corev1.Namespace
 	deployment *appsv1.Deployment
@@ -103,8 +106,22 @@ type manifests struct {
 
 func loadManifests(t *testing.T) manifests {
 	t.Helper()
-	const path = "istio/keygate.yaml"
 	var m manifests
+	// The Namespace has a file of its own: the Secret is created in it before
+	// keygate.yaml's Deployment starts.
+	const nsPath = "istio/namespace.yaml"
+	docs := yamlDocs(t, nsPath)
+	if len(docs) != 1 {
+		t.Fatalf("%s: got %d documents, want 1", nsPath, len(docs))
+	}
+	m.namespace = &corev1.Namespace{}
+	if err := unmarshalStrictYAML(docs[0], m.namespace); err != nil {
+		t.Fatalf("%s: %v", nsPath, err)
+	}
+	if m.namespace.APIVersion != "v1" || m.namespace.Kind != "Namespace" {
+		t.Fatalf("%s: got %s %s, want v1 Namespace", nsPath, m.namespace.APIVersion, m.namespace.Kind)
+	}
+	const path = "istio/keygate.yaml"
 	for i, doc := range yamlDocs(t, path) {
 		var meta metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
@@ -112,9 +129,6 @@ func loadManifests(t *testing.T) manifests {
 		}
 		var obj any
 		switch meta.APIVersion + " " + meta.Kind {
-		case "v1 Namespace":
-			m.namespace = &corev1.Namespace{}
-			obj = m.namespace
 		case "v1 ServiceAccount":
 			obj = &corev1.ServiceAccount{}
 		case "apps/v1 Deployment":
@@ -132,10 +146,42 @@ func loadManifests(t *testing.T) manifests {
 			t.Fatalf("%s document %d (%s): %v", path, i, meta.Kind, err)
 		}
 	}
-	if m.namespace == nil || m.deployment == nil || m.service == nil {
-		t.Fatalf("%s needs a Namespace, a Deployment and a Service", path)
+	if m.deployment == nil || m.service == nil {
+		t.Fatalf("%s needs a Deployment and a Service", path)
 	}
 	return m
+}
+
+// keygateContainer is the Deployment's keygate container.
+func keygateContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
+	t.Helper()
+	cs := d.Spec.Template.Spec.Containers
+	i := slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == "keygate" })
+	if i < 0 {
+		t.Fatal("no container named keygate")
+	}
+	return cs[i]
+}
+
+// setting is what a keygate flag is set to in a container: the flag in args, else its
+// KEYGATE_* variable (a literal value), else "".
+func setting(c corev1.Container, flag string) string {
+	args := append(slices.Clone(c.Command), c.Args...)
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	name := "KEYGATE_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flag, "--"), "-", "_"))
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
 
 // meshProvider is the keygate entry of istio/mesh-config.yaml, plus the raw JSON of it
@@ -252,11 +298,16 @@ func TestIstio_EnvoyFilterStripsIdentityHeadersBeforeExtAuthz(t *testing.T) {
 	if diff := cmp.Diff(ap.GetSelector().GetMatchLabels(), ef.GetWorkloadSelector().GetLabels()); diff != "" {
 		t.Errorf("EnvoyFilter selects other workloads than the AuthorizationPolicy (-policy +filter):\n%s", diff)
 	}
-	patches := ef.GetConfigPatches()
-	if len(patches) == 0 {
-		t.Fatal("no configPatches")
+	var strips []*networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch
+	for _, p := range ef.GetConfigPatches() {
+		if p.GetPatch().GetOperation() != networkingv1alpha3.EnvoyFilter_Patch_MERGE {
+			strips = append(strips, p)
+		}
 	}
-	for i, p := range patches {
+	if len(strips) == 0 {
+		t.Fatal("no configPatches besides MERGE ones")
+	}
+	for i, p := range strips {
 		if p.GetApplyTo() != networkingv1alpha3.EnvoyFilter_HTTP_FILTER {
 			t.Errorf("configPatches[%d] applies to %v, want HTTP_FILTER", i, p.GetApplyTo())
 		}
@@ -297,6 +348,208 @@ func TestIstio_EnvoyFilterStripsIdentityHeadersBeforeExtAuthz(t *testing.T) {
 			if removesHeader(hm.GetMutations().GetRequestMutations(), h) {
 				t.Errorf("configPatches[%d] removes %s, which keygate needs", i, h)
 			}
+		}
+	}
+}
+
+// Istio's envoyExtAuthzGrpc provider has no allowed_headers: a MERGE into the gateway's
+// ext_authz filter adds them, so cookies and unrelated headers stay away from keygate.
+func TestIstio_EnvoyFilterSendsKeygateOnlyTheHeadersItReads(t *testing.T) {
+	_, ap := loadAuthorizationPolicy(t)
+	var ef networkingv1alpha3.EnvoyFilter
+	loadIstioObject(t, "istio/envoy-filter.yaml", "networking.istio.io/v1alpha3", "EnvoyFilter", &ef)
+	var merges int
+	for i, p := range ef.GetConfigPatches() {
+		if p.GetPatch().GetOperation() != networkingv1alpha3.EnvoyFilter_Patch_MERGE {
+			continue
+		}
+		merges++
+		where := fmt.Sprintf("configPatches[%d]", i)
+		filter := p.GetMatch().GetListener().GetFilterChain().GetFilter()
+		if p.GetApplyTo() != networkingv1alpha3.EnvoyFilter_HTTP_FILTER || p.GetMatch().GetContext() != networkingv1alpha3.EnvoyFilter_GATEWAY ||
+			filter.GetName() != "envoy.filters.network.http_connection_manager" || filter.GetSubFilter().GetName() != extAuthzNamespace {
+			t.Errorf("%s merges into %v %v %q/%q, want the gateway HCM's %s", where, p.GetApplyTo(), p.GetMatch().GetContext(), filter.GetName(), filter.GetSubFilter().GetName(), extAuthzNamespace)
+		}
+		js, err := protojson.Marshal(p.GetPatch().GetValue())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hf hcmv3.HttpFilter
+		if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, &hf); err != nil {
+			t.Fatalf("%s value is not an Envoy HttpFilter: %v", where, err)
+		}
+		if err := checkTree(where, &hf); err != nil {
+			t.Fatal(err)
+		}
+		authz, err := unpack[extauthzv3.ExtAuthz](hf.GetTypedConfig())
+		if err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		checkAllowedHeaders(t, where, authz)
+		// Only allowed_headers: everything else stays as mesh-config.yaml's provider sets it.
+		only := &extauthzv3.ExtAuthz{AllowedHeaders: authz.GetAllowedHeaders()}
+		if !proto.Equal(authz, only) {
+			t.Errorf("%s sets more than allowed_headers: %v", where, authz)
+		}
+	}
+	if merges != 1 {
+		t.Errorf("got %d MERGE patches, want 1 (allowed_headers on %s)", merges, ap.GetProvider().GetName())
+	}
+}
+
+// Behind a cloud load balancer every client reaches the gateway as a node address unless
+// the gateway keeps the client's: then keygate, counting failed keys per TCP peer, would
+// lock everyone behind that node out after one scanner's 60 bad keys.
+func TestIstio_KeygateCountsFailuresPerClientAddressTheGatewaySets(t *testing.T) {
+	c := keygateContainer(t, loadManifests(t).deployment)
+	if got := setting(c, "--client-ip-header"); got != "x-envoy-external-address" {
+		t.Errorf("keygate's --client-ip-header (or KEYGATE_CLIENT_IP_HEADER) = %q, want x-envoy-external-address", got)
+	}
+
+	const path = "istio/gateway-values.yaml"
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Service struct {
+			ExternalTrafficPolicy string `json:"externalTrafficPolicy"`
+		} `json:"service"`
+		PodAnnotations map[string]string `json:"podAnnotations"`
+	}
+	if err := unmarshalStrictYAML(data, &values); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if values.Service.ExternalTrafficPolicy != "Local" {
+		t.Errorf("%s: service.externalTrafficPolicy = %q, want Local", path, values.Service.ExternalTrafficPolicy)
+	}
+	annotation, ok := values.PodAnnotations["proxy.istio.io/config"]
+	if !ok {
+		t.Fatalf("%s: no podAnnotations proxy.istio.io/config", path)
+	}
+	js, err := yaml.YAMLToJSONStrict([]byte(annotation))
+	if err != nil {
+		t.Fatalf("%s: proxy.istio.io/config: %v", path, err)
+	}
+	var pc meshv1alpha1.ProxyConfig
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, &pc); err != nil {
+		t.Fatalf("%s: proxy.istio.io/config is not a valid ProxyConfig: %v", path, err)
+	}
+	var raw struct {
+		GatewayTopology map[string]any `json:"gatewayTopology"`
+	}
+	if err := json.Unmarshal(js, &raw); err != nil {
+		t.Fatal(err)
+	}
+	// 0 is the default; written out, it is a setting an operator sees and sets.
+	if _, ok := raw.GatewayTopology["numTrustedProxies"]; !ok {
+		t.Errorf("%s: gatewayTopology.numTrustedProxies is not written out", path)
+	}
+	if got := pc.GetConnectionSettings().GetProfile(); got != meshv1alpha1.ProxyConfig_ConnectionSettings_EDGE {
+		t.Errorf("%s: connectionSettings.profile = %v, want EDGE", path, got)
+	}
+}
+
+// SPEC §6: on SIGTERM keygate stays up, not ready, for --shutdown-delay, then finishes
+// in-flight Checks for up to --shutdown-timeout. The kubelet must not SIGKILL it, nor
+// the sidecar stop carrying the gateway's Checks, before that is over.
+func TestIstio_TerminationOutlastsKeygatesShutdown(t *testing.T) {
+	d := loadManifests(t).deployment
+	c := keygateContainer(t, d)
+	duration := func(flag, def string) time.Duration {
+		v := setting(c, flag)
+		if v == "" {
+			v = def
+		}
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s = %q: %v", flag, v, err)
+		}
+		return dur
+	}
+	shutdown := duration("--shutdown-delay", "5s") + duration("--shutdown-timeout", "10s")
+	var preStop time.Duration
+	if h := c.Lifecycle; h != nil && h.PreStop != nil {
+		if h.PreStop.Sleep == nil {
+			t.Fatal("preStop is not a sleep action: the image has no shell to run a command")
+		}
+		preStop = time.Duration(h.PreStop.Sleep.Seconds) * time.Second
+	}
+	const margin = 5 * time.Second
+	grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+	if grace == nil || time.Duration(*grace)*time.Second < preStop+shutdown+margin {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least preStop %v + shutdown delay and timeout %v + %v", grace, preStop, shutdown, margin)
+	}
+
+	annotation, ok := d.Spec.Template.Annotations["proxy.istio.io/config"]
+	if !ok {
+		t.Fatalf("the pod template has no proxy.istio.io/config annotation: the sidecar drains for Istio's default 5 s, less than keygate's shutdown (%v)", preStop+shutdown)
+	}
+	js, err := yaml.YAMLToJSONStrict([]byte(annotation))
+	if err != nil {
+		t.Fatalf("proxy.istio.io/config: %v", err)
+	}
+	var pc meshv1alpha1.ProxyConfig
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, &pc); err != nil {
+		t.Fatalf("proxy.istio.io/config is not a valid ProxyConfig: %v", err)
+	}
+	// Istio's default drain is 5 s: the sidecar would stop mid-delay.
+	if drain := pc.GetTerminationDrainDuration().AsDuration(); drain < preStop+shutdown {
+		t.Errorf("sidecar terminationDrainDuration = %v, want at least %v (keygate's preStop, delay and timeout)", drain, preStop+shutdown)
+	}
+	if drain := pc.GetTerminationDrainDuration().AsDuration(); grace != nil && drain > time.Duration(*grace)*time.Second {
+		t.Errorf("sidecar terminationDrainDuration = %v outlasts terminationGracePeriodSeconds %d", drain, *grace)
+	}
+}
+
+func TestIstio_DeploymentGOMEMLIMITIsNinetyPercentOfItsMemoryLimit(t *testing.T) {
+	c := keygateContainer(t, loadManifests(t).deployment)
+	limit := c.Resources.Limits.Memory().Value()
+	var gomemlimit string
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			if e.ValueFrom != nil {
+				t.Fatal("GOMEMLIMIT comes from a resourceFieldRef: that is 100 % of the limit, which leaves the runtime no room")
+			}
+			gomemlimit = e.Value
+		}
+	}
+	checkGoMemLimit(t, "istio keygate", gomemlimit, limit)
+}
+
+// The Deployment's pods cannot start without the database Secret: the instructions create
+// it first, in a namespace created before both.
+func TestIstio_READMECreatesTheSecretBeforeTheDeployment(t *testing.T) {
+	data, err := os.ReadFile("istio/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	steps := []string{"kubectl apply -f namespace.yaml", "create secret generic keygate-database", "kubectl apply -f keygate.yaml"}
+	last := -1
+	for _, s := range steps {
+		i := strings.Index(readme, s)
+		if i < 0 {
+			t.Fatalf("istio/README.md has no %q", s)
+		}
+		if i < last {
+			t.Errorf("istio/README.md runs %q too early: want %q in that order", s, steps)
+		}
+		last = i
+	}
+}
+
+// minIstio is the oldest Istio that runs these files: it ships Envoy 1.36 (minEnvoy).
+const minIstio = "1.28"
+
+func TestIstio_StatesTheIstioVersionItNeeds(t *testing.T) {
+	for _, path := range []string{"istio/README.md", "istio/envoy-filter.yaml"} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "Istio " + minIstio + " or later"; !strings.Contains(strings.Join(strings.Fields(strings.ReplaceAll(string(data), "#", "")), " "), want) {
+			t.Errorf("%s does not say %q", path, want)
 		}
 	}
 }

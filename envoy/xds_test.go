@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -19,12 +22,14 @@ import (
 	// Every extension a typed_config in envoy.yaml or istio/envoy-filter.yaml names.
 	// Importing a package registers its messages, which is how protojson and
 	// Any.UnmarshalNew find them; a @type not listed here fails the loader.
+	// (ext_authz is imported by name above.)
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -186,4 +191,40 @@ func stringMatches(m *matcherv3.StringMatcher, s string) bool {
 		return err == nil && re.MatchString(s)
 	}
 	return false
+}
+
+// keygateReads are the request headers keygate decides on (SPEC §3): the two credential
+// headers, the request id, the client-address header the configs here name, and the
+// identity headers (keygate removes client-sent ones on allow).
+var keygateReads = append([]string{"authorization", "x-api-key", "x-request-id", "x-envoy-external-address"}, identityHeaders...)
+
+// keygateIgnores are headers of a client's request that keygate never reads, so they
+// must not reach it: session cookies, bodies' metadata, other proxies' lists.
+var keygateIgnores = []string{"cookie", "content-type", "content-length", "user-agent", "x-forwarded-for", "x-csrf-token", "proxy-authorization", "accept"}
+
+// checkAllowedHeaders fails when ext_authz would send keygate more than it reads (with
+// no allowed_headers a gRPC authorization server gets every header) or leaves out one it
+// needs.
+func checkAllowedHeaders(t *testing.T, where string, authz *extauthzv3.ExtAuthz) {
+	t.Helper()
+	allowed := authz.GetAllowedHeaders()
+	if len(allowed.GetPatterns()) == 0 {
+		t.Fatalf("%s: ext_authz has no allowed_headers: every header of every request, cookies included, goes to keygate", where)
+	}
+	sent := func(h string) bool {
+		return slices.ContainsFunc(allowed.GetPatterns(), func(m *matcherv3.StringMatcher) bool { return stringMatches(m, h) }) &&
+			!slices.ContainsFunc(authz.GetDisallowedHeaders().GetPatterns(), func(m *matcherv3.StringMatcher) bool { return stringMatches(m, h) })
+	}
+	for _, h := range keygateReads {
+		for _, spelling := range []string{h, strings.ToUpper(h)} {
+			if !sent(spelling) {
+				t.Errorf("%s: ext_authz does not send %s, which keygate reads", where, spelling)
+			}
+		}
+	}
+	for _, h := range keygateIgnores {
+		if sent(h) {
+			t.Errorf("%s: ext_authz sends %s, which keygate does not read", where, h)
+		}
+	}
 }

@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/cache"
 	"github.com/keygate/keygate/policy"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // The benchmarks here are in-process: the decision and its response,
@@ -31,8 +34,7 @@ func benchHeaders(tok string) map[string]string {
 func benchServer(b *testing.B, f *fixture, cfg Config) *Server {
 	b.Helper()
 	cfg.Format, cfg.StripCredentials = f.format, true
-	prep := Config{HeaderPrefix: DefaultHeaderPrefix}
-	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 26, TTL: time.Hour, NegativeTTL: time.Hour, Prepare: prep.Prepare})
+	c, err := cache.New(f.lookup, cache.Config{MaxBytes: 1 << 26, TTL: time.Hour, NegativeTTL: time.Hour, Metadata: MetadataEncoding})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -193,4 +195,90 @@ func BenchmarkCheckDenyMalformed(b *testing.B) {
 	for b.Loop() {
 		_, _ = srv.Check(ctx, req)
 	}
+}
+
+// BenchmarkCheckFromTheWire is a hit as serve answers it, less the gRPC
+// transport: a realistic CheckRequest's bytes read with the wire reader,
+// the decision (with the server default rate limit, so every allow carries
+// ratelimit-* headers), and the allow written into a pooled buffer that is
+// handed back, as grpc does once the bytes are sent. BenchmarkCheckProto
+// is the same request through protobuf: Unmarshal, the in-process Check,
+// Marshal.
+func BenchmarkCheckFromTheWire(b *testing.B) {
+	srv, raw := benchWire(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			in := checkInputs.Get().(*checkInput)
+			if err := decodeCheckRequest(raw, in); err != nil {
+				b.Fatal(err)
+			}
+			w, _ := srv.checkWire(ctx, in)
+			in.reset()
+			checkInputs.Put(in)
+			if w.b[0] != tagCheckResponseStatus || w.b[1] != 0 {
+				b.Fatal("not an allow")
+			}
+			out, err := wireCodec{}.Marshal(w)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out.Free()
+		}
+	})
+}
+
+func BenchmarkCheckProto(b *testing.B) {
+	srv, raw := benchWire(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := &authv3.CheckRequest{}
+			if err := proto.Unmarshal(raw, req); err != nil {
+				b.Fatal(err)
+			}
+			resp, _ := srv.Check(ctx, req)
+			if _, err := proto.Marshal(resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// benchWire is a server deciding through a real cache on the real clock
+// with --rate-limit's default, and the bytes of a typical Envoy request
+// (ten headers, a source address, a route's context extension).
+func benchWire(b *testing.B) (*Server, []byte) {
+	b.Helper()
+	f := newFixture(&testing.T{}, Config{StripCredentials: true})
+	tok := f.key(func(r *keygate.KeyRecord) {
+		r.LoadedAt = time.Now()
+		unlimited := 0
+		r.Key.RateLimitPerMinute = &unlimited
+	})
+	lim, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100})
+	headers := benchHeaders(tok)
+	for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
+		":scheme": "https", "x-forwarded-for": "203.0.113.7"} {
+		headers[k] = v
+	}
+	req := checkRequest("GET", "/v1/things", headers)
+	req.Attributes.Source = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+		SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 50000}},
+	}}}
+	req.Attributes.ContextExtensions = map[string]string{"keygate.scope": "read"}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	warm(srv, []*authv3.CheckRequest{req})
+	return srv, raw
 }

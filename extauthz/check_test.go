@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,11 +23,11 @@ import (
 type fakeLookup struct {
 	recs    map[keygate.Hash]*keygate.KeyRecord
 	err     error
-	queries int
+	queries atomic.Int64
 }
 
 func (f *fakeLookup) LookupKey(_ context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	f.queries++
+	f.queries.Add(1)
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -34,6 +35,12 @@ func (f *fakeLookup) LookupKey(_ context.Context, h keygate.Hash) (*keygate.KeyR
 		return r, nil
 	}
 	return nil, keygate.ErrNotFound
+}
+
+// View builds the record's view anew on every call, as Direct does, so a
+// test may change a record between checks.
+func (f *fakeLookup) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
+	return Direct(f).View(ctx, h)
 }
 
 var testNow = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
@@ -266,8 +273,8 @@ func TestCheck_MalformedTokensNeverReachTheLookup(t *testing.T) {
 	} {
 		f.check("GET", map[string]string{"x-api-key": tok})
 	}
-	if f.lookup.queries != 0 {
-		t.Errorf("lookups for malformed tokens = %d, want 0", f.lookup.queries)
+	if n := f.lookup.queries.Load(); n != 0 {
+		t.Errorf("lookups for malformed tokens = %d, want 0", n)
 	}
 }
 
@@ -352,14 +359,20 @@ func TestCheck_AllowMetadata(t *testing.T) {
 }
 
 func TestCheck_ProjectHeaderOnlyForRestrictedKeys(t *testing.T) {
-	rec := &keygate.KeyRecord{Key: keygate.Key{ID: "key_x", ProjectIDs: []string{"a", "b"}, Scopes: []string{"read"}}}
-	p := prepare(rec, newHeaderNames(DefaultHeaderPrefix))
+	f := newFixture(t, Config{})
+	restricted := f.key(func(r *keygate.KeyRecord) { r.Key.ProjectIDs = []string{"a", "b"} })
+	all := f.key(nil)
 	var names []string
-	for _, h := range p.headers {
+	for _, h := range f.check("GET", map[string]string{"x-api-key": restricted}).GetOkResponse().GetHeaders() {
 		names = append(names, h.GetHeader().GetKey()+"="+h.GetHeader().GetValue())
 	}
-	if !p.setsProjects || names[len(names)-1] != "x-keygate-project-ids=a,b" {
+	if len(names) == 0 || names[len(names)-1] != "x-keygate-project-ids=a,b" {
 		t.Errorf("restricted key headers = %v, want x-keygate-project-ids=a,b last", names)
+	}
+	for _, h := range f.check("GET", map[string]string{"x-api-key": all}).GetOkResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == "x-keygate-project-ids" {
+			t.Errorf("unrestricted key sets %v", h)
+		}
 	}
 }
 
@@ -513,16 +526,12 @@ func TestJSONString_MatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-// A record prepared once (as the cache does) serves requests of every
-// shape: what one allow shares with the next must never carry over what
-// differs between them (removals, rate-limit headers, cache_age_ms).
-func TestAllow_PreparedRecordServesEveryRequestShape(t *testing.T) {
+// One view serves requests of every shape: nothing one allow builds may
+// carry over into the next (removals, rate-limit headers, cache_age_ms).
+func TestAllow_OneViewServesEveryRequestShape(t *testing.T) {
 	now := testNow
 	f := newFixture(t, Config{StripCredentials: true})
 	tok := f.key(nil)
-	for _, rec := range f.lookup.recs {
-		(&Config{HeaderPrefix: DefaultHeaderPrefix}).Prepare(rec)
-	}
 	srv, err := New(f.lookup, Config{Format: f.format, StripCredentials: true, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

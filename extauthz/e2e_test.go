@@ -71,7 +71,7 @@ func startE2E(t *testing.T, st store.Store, now time.Time) *e2e {
 	t.Helper()
 	format := apikey.DefaultFormat()
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: "https://keygate.dev/errors", Now: func() time.Time { return now }}
-	c, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Minute, NegativeTTL: time.Second, Prepare: cfg.Prepare})
+	c, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Minute, NegativeTTL: time.Second, Metadata: extauthz.MetadataEncoding})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func BenchmarkCheckMiss(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := extauthz.New(st, extauthz.Config{StripCredentials: true})
+	srv, err := extauthz.New(extauthz.Direct(st), extauthz.Config{StripCredentials: true})
 	if err != nil {
 		b.Fatal(err)
 	}

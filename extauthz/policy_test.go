@@ -199,7 +199,7 @@ func assertDeniedHeaders(t *testing.T, resp *authv3.CheckResponse, httpStatus in
 			t.Errorf("deny headers (-want +got):\n%s", diff)
 		}
 	}
-	if !contains([]string{d.GetBody()}, d.GetBody()) || !jsonHasCode(d.GetBody(), code) {
+	if !jsonHasCode(d.GetBody(), code) {
 		t.Errorf("body %s, want code %s", d.GetBody(), code)
 	}
 }
@@ -319,8 +319,8 @@ func TestAuthenticate_SameStepsAsCheck(t *testing.T) {
 			if a.Code != tt.want {
 				t.Fatalf("Authenticate = %q, want %q", a.Code, tt.want)
 			}
-			if tt.want == "" && a.Record.Key.ID != "key_0123456789abcdefghij" {
-				t.Errorf("record = %+v", a.Record)
+			if tt.want == "" && a.View.ID() != "key_0123456789abcdefghij" {
+				t.Errorf("view id = %q", a.View.ID())
 			}
 			if tt.want == keygate.CodeTooManyFailedAttempts && a.RetryAfter <= 0 {
 				t.Errorf("RetryAfter = %v, want > 0", a.RetryAfter)

@@ -5,50 +5,24 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unsafe"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/ratelimit"
 )
 
-// headerNames are the names of the identity headers for one prefix, and
-// the parts of an allow that many keys share under it.
+// headerNames are the names of the identity headers for one prefix.
 type headerNames struct {
 	prefix                                                       string
 	keyID, orgID, userID, scopes, keyType, environment, projects string
-	// shared interns, by header name and value, the headers and metadata
-	// values that few distinct values take across all keys: key type,
-	// environment and scope set. A cached key then holds pointers to
-	// them instead of its own copies (each header is two protobuf
-	// messages, ≈ 160 bytes).
-	shared sync.Map // sharedKey → *corev3.HeaderValueOption or *structpb.Value
 }
-
-type sharedKey struct {
-	kind        byte // 'h' header, 'v' metadata value
-	name, value string
-}
-
-// interned holds one headerNames per prefix: every record prepared with a
-// prefix shares its names and interned parts. Read-only data, keyed by a
-// validated flag value: a deployment has one or two prefixes.
-var interned sync.Map // prefix → *headerNames
 
 func newHeaderNames(prefix string) *headerNames {
-	if n, ok := interned.Load(prefix); ok {
-		return n.(*headerNames)
-	}
-	n, _ := interned.LoadOrStore(prefix, &headerNames{
+	return &headerNames{
 		prefix:      prefix,
 		keyID:       prefix + "key-id",
 		orgID:       prefix + "org-id",
@@ -57,29 +31,7 @@ func newHeaderNames(prefix string) *headerNames {
 		keyType:     prefix + "key-type",
 		environment: prefix + "environment",
 		projects:    prefix + "project-ids",
-	})
-	return n.(*headerNames)
-}
-
-// sharedHeader is the interned header name: value.
-func (n *headerNames) sharedHeader(name, value string) *corev3.HeaderValueOption {
-	k := sharedKey{'h', name, value}
-	if h, ok := n.shared.Load(k); ok {
-		return h.(*corev3.HeaderValueOption)
 	}
-	h, _ := n.shared.LoadOrStore(k, header(name, value))
-	return h.(*corev3.HeaderValueOption)
-}
-
-// sharedValue is the interned metadata value for field: build() (called
-// only the first time; value names it).
-func (n *headerNames) sharedValue(field, value string, build func() *structpb.Value) *structpb.Value {
-	k := sharedKey{'v', field, value}
-	if v, ok := n.shared.Load(k); ok {
-		return v.(*structpb.Value)
-	}
-	v, _ := n.shared.LoadOrStore(k, build())
-	return v.(*structpb.Value)
 }
 
 // hasPrefix reports whether a header name starts with the identity prefix,
@@ -90,159 +42,24 @@ func (n *headerNames) hasPrefix(name string) bool {
 	return len(name) >= len(n.prefix) && name[0]|0x20 == n.prefix[0] && strings.EqualFold(name[:len(n.prefix)], n.prefix)
 }
 
-// overwrite is the append setting of every header keygate sets: present and
-// false, the deprecated BoolValue that every Envoy version honours (an unset
-// append makes newer Envoy append, so a client's value would survive).
-// One value serves every header: responses are read-only once built.
-func overwrite() *wrapperspb.BoolValue { return appendFalse }
-
-var appendFalse = wrapperspb.Bool(false)
-
-func header(name, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: name, Value: value},
-		Append: overwrite(),
-	}
-}
-
-// prepared is what every allow for one key record carries, built once per
-// record and shared read-only by all responses for it.
-type prepared struct {
-	names   *headerNames
-	headers []*corev3.HeaderValueOption
-	// sets reports which names the allow sets, so they are never also
-	// listed for removal (Envoy applies removals after sets).
-	setsProjects bool
-	// ok holds, by the credential headers removed (the from bits), the
-	// ok_response of an allow that removes nothing else and adds no
-	// rate-limit headers: the common allow then builds no headers at all.
-	// Each is built on first use.
-	ok [4]atomic.Pointer[authv3.CheckResponse_OkResponse]
-	// meta is the last dynamic metadata built for this record, with the
-	// cache_age_ms it carries. Every allow within the same millisecond of
-	// age shares it; the next millisecond builds a new one from it. Its
-	// first value (age -1) has every field but cache_age_ms.
-	meta atomic.Pointer[metaAt]
-}
-
-type metaAt struct {
-	ageMS int64
-	st    *structpb.Struct
-}
-
-const cacheAgeField = "cache_age_ms"
-
-// metaFields is the number of dynamic metadata fields, cache_age_ms included.
-const metaFields = 7
-
-func prepare(rec *keygate.KeyRecord, n *headerNames) *prepared {
-	k := &rec.Key
-	p := &prepared{names: n}
-	own := 3 // key id, org id, user id; the project ids too when set
-	if len(k.ProjectIDs) > 0 {
-		own++
-		p.setsProjects = true
-	}
-	// Two allocations for the key's own headers rather than two per
-	// header; the others are interned.
-	hvs := make([]corev3.HeaderValue, own)
-	hvos := make([]corev3.HeaderValueOption, own)
-	p.headers = make([]*corev3.HeaderValueOption, 0, own+3)
-	set := func(i int, name, value string) {
-		hvs[i].Key, hvs[i].Value = name, value
-		hvos[i].Header, hvos[i].Append = &hvs[i], overwrite()
-		p.headers = append(p.headers, &hvos[i])
-	}
-	joined := strings.Join(k.Scopes, ",")
-	set(0, n.keyID, k.ID)
-	set(1, n.orgID, k.OrgID)
-	set(2, n.userID, k.UserID)
-	p.headers = append(p.headers,
-		n.sharedHeader(n.scopes, joined),
-		n.sharedHeader(n.keyType, string(k.Type)),
-		n.sharedHeader(n.environment, string(k.Environment)))
-	if p.setsProjects {
-		set(3, n.projects, strings.Join(k.ProjectIDs, ","))
-	}
-	meta := make(map[string]*structpb.Value, metaFields)
-	meta["key_id"] = structpb.NewStringValue(k.ID)
-	meta["org_id"] = structpb.NewStringValue(k.OrgID)
-	meta["user_id"] = structpb.NewStringValue(k.UserID)
-	// Scopes never hold a comma (SPEC §2), so the joined set names it.
-	meta["scopes"] = n.sharedValue("scopes", joined, func() *structpb.Value {
-		scopes := make([]*structpb.Value, len(k.Scopes))
-		for i, s := range k.Scopes {
-			scopes[i] = structpb.NewStringValue(s)
-		}
-		return structpb.NewListValue(&structpb.ListValue{Values: scopes})
-	})
-	meta["environment"] = n.sharedValue("environment", string(k.Environment), func() *structpb.Value {
-		return structpb.NewStringValue(string(k.Environment))
-	})
-	meta["metadata"] = metadataValue(k.Metadata)
-	p.meta.Store(&metaAt{ageMS: -1, st: &structpb.Struct{Fields: meta}})
-	return p
-}
-
-// dynamicMetadata is the allow's dynamic_metadata at cache age ageMS.
-func (p *prepared) dynamicMetadata(ageMS int64) *structpb.Struct {
-	last := p.meta.Load()
-	if last.ageMS == ageMS {
-		return last.st
-	}
-	fields := make(map[string]*structpb.Value, metaFields)
-	for k, v := range last.st.Fields {
-		fields[k] = v
-	}
-	fields[cacheAgeField] = structpb.NewNumberValue(float64(ageMS))
-	st := &structpb.Struct{Fields: fields}
-	// Racing allows may each store theirs: every one is complete and
-	// correct for its age, so the last one stays.
-	p.meta.Store(&metaAt{ageMS: ageMS, st: st})
-	return st
-}
-
-// okResponse is the ok_response that sets p's headers and removes remove,
-// the credential headers named by from.
-func (p *prepared) okResponse(from uint8, remove []string) *authv3.CheckResponse_OkResponse {
-	slot := &p.ok[from&3]
-	if ok := slot.Load(); ok != nil {
-		return ok
-	}
-	ok := &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: p.headers, HeadersToRemove: remove}}
-	slot.Store(ok)
-	return ok
-}
-
-// metadataValue converts a key's metadata JSON object to a Struct value; an
-// empty or unparsable object becomes {} (the store only holds objects).
-func metadataValue(raw json.RawMessage) *structpb.Value {
-	var m map[string]any
-	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &m)
-	}
-	st, err := structpb.NewStruct(m)
-	if err != nil {
-		st = &structpb.Struct{}
-	}
-	return structpb.NewStructValue(st)
-}
-
-// sets reports whether an allow for p sets header name (lower-case).
-func (p *prepared) sets(name string) bool {
-	n := p.names
+// sets reports whether an allow for v sets header name (lower-case).
+func (n *headerNames) sets(v *keygate.KeyView, name string) bool {
 	switch strings.ToLower(name) {
 	case n.keyID, n.orgID, n.userID, n.scopes, n.keyType, n.environment:
 		return true
 	case n.projects:
-		return p.setsProjects
+		return v.Restricted()
 	}
 	return false
 }
 
-var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
+// MetadataEncoding prepares a key's metadata for its cached view
+// (cache.Config.Metadata): the wire form of the google.protobuf.Struct an
+// allow carries as dynamic_metadata.metadata, or "" for an empty object.
+// Encoded once per load, so an allow copies bytes and parses no JSON.
+func MetadataEncoding(raw json.RawMessage) string { return string(encodeMetadata(raw)) }
 
-// The credential headers to remove, shared by responses (full slice
+// The credential headers to remove, shared by allows (full slice
 // expressions: nobody may append into them).
 var (
 	removeAPIKey = []string{"x-api-key"}
@@ -250,63 +67,118 @@ var (
 	removeBoth   = []string{"x-api-key", "authorization"}
 )
 
-func (s *Server) allow(rec *keygate.KeyRecord, r *request, from uint8, now time.Time) *authv3.CheckResponse {
-	p, ok := rec.Prepared.(*prepared)
-	if !ok || p.names.prefix != s.names.prefix {
-		p = prepare(rec, s.names) // an uncached record: build it for this response
-	}
-	var remove []string
+// maxScopes is how many scopes an allow lists without a heap allocation.
+const maxScopes = 8
+
+// allowBuf is the room an allow is built in: on the caller's stack, so a
+// hit allocates nothing here.
+type allowBuf struct {
+	headers [7]wireHeader
+	limits  [3]wireHeader
+	scopes  [maxScopes]string
+}
+
+// allow builds into b the allow for the key v: the identity headers set
+// over the client's, the credential and client-sent identity headers
+// removed, the rate-limit headers and the dynamic metadata (SPEC §3).
+//
+// The allow is returned by value and points into b, never the other way
+// round, so that both stay on the caller's stack.
+func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, now time.Time) (a allowOut) {
+	n := s.names
 	if !s.cfg.StripCredentials {
 		from = 0 // nothing removed, whichever header carried the token
 	}
-	if from != 0 {
-		switch from {
-		case fromAPIKey:
-			remove = removeAPIKey[:1:1]
-		case fromAuthorization:
-			remove = removeAuthz[:1:1]
-		case fromAPIKey | fromAuthorization:
-			remove = removeBoth[:2:2]
-		}
+	var remove []string
+	switch from {
+	case fromAPIKey:
+		remove = removeAPIKey[:1:1]
+	case fromAuthorization:
+		remove = removeAuthz[:1:1]
+	case fromAPIKey | fromAuthorization:
+		remove = removeBoth[:2:2]
 	}
-	age := now.Sub(rec.LoadedAt).Milliseconds()
+	if r.prefixed > 0 {
+		remove = s.removePrefixed(v, r, remove)
+	}
+	a.remove = remove
+	id, org, user, scopes, env := v.ID(), v.OrgID(), v.UserID(), v.Scopes(), string(v.Environment())
+	b.headers = [7]wireHeader{
+		{n.keyID, id}, {n.orgID, org}, {n.userID, user}, {n.scopes, scopes},
+		{n.keyType, string(v.Type())}, {n.environment, env}, {n.projects, v.ProjectIDs()},
+	}
+	a.headers = b.headers[:6]
+	if v.Restricted() {
+		a.headers = b.headers[:7]
+	}
+	if r.limit.Limit > 0 {
+		b.limits = [3]wireHeader{
+			{"ratelimit-limit", decimal(int64(r.limit.Limit))},
+			{"ratelimit-remaining", decimal(int64(r.limit.Remaining))},
+			{"ratelimit-reset", decimal(r.limit.ResetSeconds())},
+		}
+		a.responseHeaders = b.limits[:]
+	}
+	age := v.Age(now).Milliseconds()
 	if age < 0 {
 		age = 0
 	}
-	resp := &authv3.CheckResponse{Status: okStatus, DynamicMetadata: p.dynamicMetadata(age)}
-	if r.prefixed == 0 && r.limit.Limit == 0 {
-		resp.HttpResponse = p.okResponse(from, remove)
-		return resp
+	meta := v.Metadata()
+	a.meta = allowMeta{
+		keyID: id, orgID: org, userID: user, environment: env,
+		scopes:     splitScopes(&b.scopes, scopes),
+		metadata:   unsafe.Slice(unsafe.StringData(meta), len(meta)), // read only
+		cacheAgeMS: age,
 	}
-	if r.prefixed > 0 {
-		remove = s.removePrefixed(p, r, remove)
-	}
-	okr := &authv3.OkHttpResponse{Headers: p.headers, HeadersToRemove: remove}
-	if r.limit.Limit > 0 {
-		okr.ResponseHeadersToAdd = rateLimitHeaders(r.limit, nil)
-	}
-	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: okr}
-	return resp
+	return a
 }
 
-// rateLimitHeaders appends the ratelimit-* headers of res to hs, and
-// retry-after when res denied.
-func rateLimitHeaders(res ratelimit.Result, hs []*corev3.HeaderValueOption) []*corev3.HeaderValueOption {
-	limit, remaining, reset, retry := res.Headers()
-	hs = append(hs,
-		header("ratelimit-limit", limit),
-		header("ratelimit-remaining", remaining),
-		header("ratelimit-reset", reset))
-	if retry != "" {
-		hs = append(hs, header("retry-after", retry))
+// decimal is n in decimal. The numbers of the ratelimit-* headers are
+// small (a per-minute limit, what is left of it, seconds to a full
+// bucket): below 4096 they come from a table made once, so an allow
+// formats no number.
+func decimal(n int64) string {
+	if n >= 0 && n < int64(len(decimals())) {
+		return decimals()[n]
 	}
-	return hs
+	return strconv.FormatInt(n, 10)
+}
+
+var decimals = sync.OnceValue(func() []string {
+	t := make([]string, 4096)
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+})
+
+// splitScopes splits the comma-joined scopes into arr, or into a slice of
+// its own when there are more than arr holds.
+func splitScopes(arr *[maxScopes]string, joined string) []string {
+	if joined == "" {
+		return nil
+	}
+	if strings.Count(joined, ",") >= len(arr) {
+		return strings.Split(joined, ",")
+	}
+	n := 0
+	for joined != "" {
+		sc := joined
+		if i := strings.IndexByte(joined, ','); i >= 0 {
+			sc, joined = joined[:i], joined[i+1:]
+		} else {
+			joined = ""
+		}
+		arr[n] = sc
+		n++
+	}
+	return arr[:n]
 }
 
 // removePrefixed adds to remove every client-sent header with the identity
 // prefix that the allow does not set itself, so no client can smuggle an
 // identity header past keygate.
-func (s *Server) removePrefixed(p *prepared, r *request, remove []string) []string {
+func (s *Server) removePrefixed(v *keygate.KeyView, r *request, remove []string) []string {
 	out := make([]string, len(remove), len(remove)+r.prefixed)
 	copy(out, remove)
 	seen := func(name string) bool {
@@ -317,23 +189,23 @@ func (s *Server) removePrefixed(p *prepared, r *request, remove []string) []stri
 		}
 		return false
 	}
-	visitHeaders(r.http, func(name, _ string) {
-		if !s.names.hasPrefix(name) {
-			return
+	for _, h := range r.in.headers {
+		if !s.names.hasPrefix(h.name) {
+			continue
 		}
-		name = strings.ToLower(name)
-		if !p.sets(name) && !seen(name) {
+		name := strings.ToLower(h.name)
+		if !s.names.sets(v, name) && !seen(name) {
 			out = append(out, name)
 		}
-	})
+	}
 	return out
 }
 
 // denial is the fixed part of the deny for one code.
 type denial struct {
-	status  *rpcstatus.Status
-	http    *typev3.HttpStatus
-	headers []*corev3.HeaderValueOption
+	grpc    int32
+	http    int32
+	headers []wireHeader
 	// body is the JSON body up to the request id, which each deny appends.
 	body string
 }
@@ -347,9 +219,9 @@ func newDenials(docsURL string) map[keygate.Code]*denial {
 	for _, c := range codesList {
 		status := c.HTTPStatus()
 		d := &denial{
-			status:  &rpcstatus.Status{Code: int32(grpcCode(status)), Message: string(c)},
-			http:    &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-			headers: []*corev3.HeaderValueOption{header("content-type", "application/json")},
+			grpc:    int32(grpcCode(status)),
+			http:    int32(status),
+			headers: []wireHeader{{"content-type", "application/json"}},
 		}
 		switch status {
 		case 401:
@@ -357,9 +229,9 @@ func newDenials(docsURL string) map[keygate.Code]*denial {
 			if c == keygate.CodeMissingAPIKey {
 				v = `Bearer realm="keygate"` // RFC 6750 §3.1: no error without a credential
 			}
-			d.headers = append(d.headers, header("www-authenticate", v))
+			d.headers = append(d.headers, wireHeader{"www-authenticate", v})
 		case 503:
-			d.headers = append(d.headers, header("retry-after", strconv.Itoa(retryAfter)))
+			d.headers = append(d.headers, wireHeader{"retry-after", strconv.Itoa(retryAfter)})
 		}
 		d.body = denyBodyPrefix(c, c.Message(), docsURL)
 		out[c] = d
@@ -387,8 +259,8 @@ func grpcCode(h int) codes.Code {
 // maxRequestIDLen bounds a client-sent x-request-id echoed in a deny body.
 const maxRequestIDLen = 200
 
-// deny is the one place a code becomes a CheckResponse.
-func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
+// deny is the one place a code becomes a deny.
+func (s *Server) deny(r *request, code keygate.Code) *denyOut {
 	d := s.denies[code]
 	id := r.requestID
 	if len(id) > maxRequestIDLen {
@@ -400,23 +272,28 @@ func (s *Server) deny(r *request, code keygate.Code) *authv3.CheckResponse {
 	headers := d.headers
 	switch code {
 	case keygate.CodeRateLimited:
-		headers = rateLimitHeaders(r.limit, append([]*corev3.HeaderValueOption(nil), d.headers...))
+		headers = append(append([]wireHeader(nil), d.headers...), rateLimitHeaders(r.limit)...)
 	case keygate.CodeTooManyFailedAttempts:
-		headers = append(append([]*corev3.HeaderValueOption(nil), d.headers...),
-			header("retry-after", ratelimit.FormatRetryAfter(r.retryAfter)))
+		headers = append(append([]wireHeader(nil), d.headers...),
+			wireHeader{"retry-after", ratelimit.FormatRetryAfter(r.retryAfter)})
 	}
 	body := d.body
 	if r.detail != "" {
 		body = denyBodyPrefix(code, r.detail, s.cfg.DocsURL)
 	}
-	return &authv3.CheckResponse{
-		Status: d.status,
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  d.http,
-			Headers: headers,
-			Body:    body + jsonString(id) + "}}",
-		}},
+	return &denyOut{code: d.grpc, message: string(code), httpStatus: d.http, headers: headers,
+		body: body + jsonString(id) + "}}"}
+}
+
+// rateLimitHeaders are the ratelimit-* headers of res, and retry-after
+// when res denied.
+func rateLimitHeaders(res ratelimit.Result) []wireHeader {
+	limit, remaining, reset, retry := res.Headers()
+	hs := []wireHeader{{"ratelimit-limit", limit}, {"ratelimit-remaining", remaining}, {"ratelimit-reset", reset}}
+	if retry != "" {
+		hs = append(hs, wireHeader{"retry-after", retry})
 	}
+	return hs
 }
 
 // denyBodyPrefix is a deny's JSON body up to the request id, which the

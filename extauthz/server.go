@@ -27,9 +27,32 @@ import (
 	"github.com/keygate/keygate/ratelimit"
 )
 
-// Lookup is the one query the decision needs (the cache, or the store).
+// Lookup is the one query the decision needs: the compact view of the key
+// a token hash names (the cache; Direct for a store without one).
 type Lookup interface {
+	View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error)
+}
+
+// Direct is a Lookup straight from a store, with no cache: every Check
+// queries the store and builds its view anew.
+func Direct(st interface {
 	LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+}) Lookup {
+	return directLookup{st}
+}
+
+type directLookup struct {
+	st interface {
+		LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error)
+	}
+}
+
+func (d directLookup) View(ctx context.Context, h keygate.Hash) (*keygate.KeyView, error) {
+	rec, err := d.st.LookupKey(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return keygate.NewKeyView(rec, MetadataEncoding(rec.Key.Metadata)), nil
 }
 
 // UsageRecorder notes allowed uses of keys (lastused.Tracker).
@@ -149,27 +172,16 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Prepare precomputes what an allow for rec carries. The cache calls it once
-// per loaded record (cache.Config.Prepare), so a hit builds no headers.
-func (c Config) Prepare(rec *keygate.KeyRecord) {
-	prefix := c.HeaderPrefix
-	if prefix == "" {
-		prefix = DefaultHeaderPrefix
-	}
-	rec.Prepared = prepare(rec, newHeaderNames(prefix))
-}
-
-// request is what the decision reads from a CheckRequest.
+// request is what the decision reads from a Check, and what its steps
+// note for the answer.
 type request struct {
-	method    string
-	path      string
+	in        *checkInput
 	requestID string
 	creds     credentials
 	clientIP  string // the --client-ip-header value
 	// prefixed counts client-sent headers with the identity prefix, which
 	// an allow removes (except those it sets).
 	prefixed int
-	http     *authv3.AttributeContext_HttpRequest
 	// retryAfter and limit are set by the steps that deny with them.
 	retryAfter time.Duration
 	limit      ratelimit.Result
@@ -178,26 +190,82 @@ type request struct {
 	detail string
 }
 
-// Check implements envoy.service.auth.v3.Authorization/Check. It never
-// returns a gRPC error where a decision can be given.
+// Check implements envoy.service.auth.v3.Authorization/Check for callers
+// in process and over the standard protobuf codec. It never returns a
+// gRPC error where a decision can be given. `serve` answers Check from the
+// wire instead (Register): the same decision, without building messages.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	start := time.Now()
-	now := start
+	start, now := s.clock()
+	in := inputFromProto(req)
+	var (
+		r   request
+		buf allowBuf
+	)
+	resp := s.decideProto(ctx, &in, &r, &buf, now)
+	s.m.observe(resp.code, time.Since(start))
+	return resp.proto(), nil
+}
+
+// checkWire answers a Check read straight from the wire (Register).
+func (s *Server) checkWire(ctx context.Context, in *checkInput) (*wireResponse, error) {
+	start, now := s.clock()
+	var (
+		r   request
+		buf allowBuf
+	)
+	resp := s.decideProto(ctx, in, &r, &buf, now)
+	s.m.observe(resp.code, time.Since(start))
+	return resp.encode(), nil
+}
+
+// clock reads the time once, for both the decision and its latency
+// metric, unless a clock was injected.
+func (s *Server) clock() (start, now time.Time) {
+	start = time.Now()
+	now = start
 	if !s.wallClock {
 		now = s.now()
 	}
-	resp, code := s.check(ctx, req, now)
-	s.m.observe(code, time.Since(start))
-	return resp, nil
+	return start, now
 }
 
-// check decides req at now: one reading of the clock serves the key's
-// state, the rate limit, last-used and cache_age_ms.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.Time) (*authv3.CheckResponse, keygate.Code) {
-	attrs := req.GetAttributes()
-	http := attrs.GetRequest().GetHttp()
-	r := request{http: http, method: http.GetMethod(), path: http.GetPath()}
-	visitHeaders(http, func(name, value string) {
+// answer is a decision in the form both encoders take: an allow or a deny.
+type answer struct {
+	code  keygate.Code // "" for an allow
+	allow allowOut
+	deny  *denyOut
+}
+
+func (a *answer) proto() *authv3.CheckResponse {
+	if a.deny != nil {
+		return denyProto(a.deny)
+	}
+	return allowProto(&a.allow)
+}
+
+func (a *answer) wire(b []byte) []byte {
+	if a.deny != nil {
+		return appendDeny(b, a.deny)
+	}
+	return appendAllow(b, &a.allow)
+}
+
+// decideProto decides in at now; r and buf are the caller's room for the
+// request's notes and the allow.
+func (s *Server) decideProto(ctx context.Context, in *checkInput, r *request, buf *allowBuf, now time.Time) answer {
+	v, from, code := s.decide(ctx, in, r, now)
+	if code != "" {
+		return answer{code: code, deny: s.deny(r, code)}
+	}
+	return answer{allow: s.allow(buf, v, r, from, now)}
+}
+
+// decide runs every step of SPEC §3 on in at now: one reading of the clock
+// serves the key's state, the rate limit, last-used and cache_age_ms.
+func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now time.Time) (*keygate.KeyView, uint8, keygate.Code) {
+	r.in = in
+	for _, h := range in.headers {
+		name, value := h.name, h.value
 		r.creds.add(name, value)
 		if s.names.hasPrefix(name) {
 			r.prefixed++
@@ -214,31 +282,45 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 				r.clientIP += "," + value
 			}
 		}
-	})
+	}
 	if r.requestID == "" {
-		r.requestID = http.GetId()
+		r.requestID = in.id
 	}
 	// The client address only matters to the throttle: parse it only then.
 	var addr netip.Addr
 	if s.cfg.Throttle != nil {
-		source := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
-		addr, _ = s.addrs.Envoy(source, r.clientIP)
+		addr, _ = s.addrs.Envoy(in.sourceAddress, r.clientIP)
 	}
 
-	rec, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
+	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
 	if code != "" {
-		return s.deny(&r, code), code
+		return nil, 0, code
 	}
-	if code := s.authorize(rec, &r, attrs.GetContextExtensions(), now); code != "" {
+	if code := s.authorize(v, r, (*extPairs)(&in.ext), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
-			s.log.Debug("denied", "code", code, "key_id", rec.Key.ID, "key_prefix", rec.Key.Prefix)
+			s.log.Debug("denied", "code", code, "key_id", v.ID())
 		}
-		return s.deny(&r, code), code
+		return nil, 0, code
 	}
 	if s.cfg.Usage != nil {
-		s.cfg.Usage.Record(rec.Key.ID, now)
+		s.cfg.Usage.Record(v.ID(), now)
 	}
-	return s.allow(rec, &r, from, now), ""
+	return v, from, ""
+}
+
+// extPairs are context_extensions as the wire reader took them, sorted by
+// key (policy.Extensions).
+type extPairs []wireHeader
+
+func (e *extPairs) Len() int { return len(*e) }
+
+func (e *extPairs) Get(name string) (string, bool) {
+	for _, p := range *e {
+		if p.name == name {
+			return p.value, true
+		}
+	}
+	return "", false
 }
 
 // authenticate runs the steps every transport shares, in SPEC order: the
@@ -252,7 +334,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, now time.T
 // lock out every key that works there. Any other token, and a known one
 // whose lookup then finds no live key, gets too_many_failed_attempts
 // without a lookup of its own, so the blocked address cannot test guesses.
-func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyRecord, uint8, keygate.Code) {
+func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Addr, now time.Time, retryAfter *time.Duration) (*keygate.KeyView, uint8, keygate.Code) {
 	throttled := s.cfg.Throttle != nil && addr.IsValid()
 	blocked := false
 	if throttled {
@@ -265,7 +347,7 @@ func (s *Server) authenticate(ctx context.Context, c *credentials, addr netip.Ad
 	if blocked && (code != "" || !s.known(tok.Hash())) {
 		return nil, 0, keygate.CodeTooManyFailedAttempts
 	}
-	var rec *keygate.KeyRecord
+	var rec *keygate.KeyView
 	if code == "" {
 		rec, code = s.identify(ctx, tok, now)
 	}
@@ -311,11 +393,13 @@ func (s *Server) token(c *credentials) (apikey.Token, uint8, keygate.Code) {
 // identify looks tok up and runs the key-status and organization steps.
 // The record is returned with api_key_inactive, api_key_expired and
 // organization_disabled too.
-func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) (*keygate.KeyRecord, keygate.Code) {
-	rec, err := s.lookup.LookupKey(ctx, tok.Hash())
+func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) (*keygate.KeyView, keygate.Code) {
+	rec, err := s.lookup.View(ctx, tok.Hash())
 	switch {
 	case errors.Is(err, keygate.ErrNotFound):
 		return nil, keygate.CodeInvalidAPIKey
+	case errors.Is(err, keygate.ErrUndecidable):
+		return nil, keygate.CodeServiceUnavailable
 	case err != nil:
 		s.log.Warn("key lookup failed; denying", "key_prefix", tok.Prefix(), "err", err)
 		return nil, keygate.CodeServiceUnavailable
@@ -324,12 +408,11 @@ func (s *Server) identify(ctx context.Context, tok apikey.Token, now time.Time) 
 }
 
 // keyState is the key-status and organization steps.
-func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
-	k := &rec.Key
-	if rec.TokenExpiresAt != nil && !now.Before(*rec.TokenExpiresAt) {
+func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
+	if v.TokenExpired(now) {
 		return keygate.CodeInvalidAPIKey // a rolled-away token past its grace
 	}
-	switch k.Status(now) {
+	switch v.Status(now) {
 	case keygate.StatusRevoked:
 		return keygate.CodeInvalidAPIKey
 	case keygate.StatusExpired:
@@ -337,7 +420,7 @@ func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 	case keygate.StatusInactive:
 		return keygate.CodeAPIKeyInactive
 	}
-	if rec.OrgDisabled {
+	if v.OrgDisabled() {
 		return keygate.CodeOrganizationDisabled
 	}
 	return ""
@@ -346,8 +429,8 @@ func keyState(rec *keygate.KeyRecord, now time.Time) keygate.Code {
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit. It returns "" to allow.
-func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]string, now time.Time) keygate.Code {
-	if err := policy.CheckPath(r.path); err != nil {
+func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
+	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
 	}
@@ -357,31 +440,30 @@ func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]st
 			pol = p
 		}
 	}
-	route, err := pol.Resolve(r.method, r.path, ext)
+	route, err := pol.ResolveExt(r.in.method, r.in.path, ext)
 	if err != nil {
 		// The route's context_extensions are wrong: an operator error,
 		// denied rather than guessed at.
-		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.path), "err", err)
+		s.log.Error("route policy: invalid context_extensions; denying", "path", pathOnly(r.in.path), "err", err)
 		return keygate.CodeForbidden
 	}
-	k := &rec.Key
-	if !k.HasScope(route.Scope) {
+	if !v.HasScope(route.Scope) {
 		r.detail = "This route requires the scope " + strconv.Quote(route.Scope) + ", which the API key lacks."
 		return keygate.CodeInsufficientPermissions
 	}
-	if len(k.ProjectIDs) > 0 && route.HasProject && !contains(k.ProjectIDs, route.Project) {
+	if route.HasProject && v.Restricted() && !v.HasProject(route.Project) {
 		return keygate.CodeForbidden
 	}
-	if k.Type == keygate.Publishable && !route.Publishable {
+	if v.Type() == keygate.Publishable && !route.Publishable {
 		return keygate.CodeForbidden
 	}
 	if s.cfg.Limiter != nil {
-		limit := s.cfg.DefaultRateLimit
-		if k.RateLimitPerMinute != nil {
-			limit = *k.RateLimitPerMinute
+		limit, ok := v.RateLimit()
+		if !ok {
+			limit = s.cfg.DefaultRateLimit
 		}
 		if limit > 0 {
-			r.limit = s.cfg.Limiter.Allow(k.ID, limit)
+			r.limit = s.cfg.Limiter.Allow(v.ID(), limit)
 			if !r.limit.Allowed {
 				r.retryAfter = r.limit.RetryAfter
 				return keygate.CodeRateLimited
@@ -389,15 +471,6 @@ func (s *Server) authorize(rec *keygate.KeyRecord, r *request, ext map[string]st
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // pathOnly drops the query string, which may hold secrets, from a logged path.
@@ -410,9 +483,9 @@ func pathOnly(p string) string {
 
 // Authentication is the outcome of Authenticate.
 type Authentication struct {
-	// Record is the caller's key when Code is empty. For api_key_inactive,
+	// View is the caller's key when Code is empty. For api_key_inactive,
 	// api_key_expired and organization_disabled it is set too.
-	Record *keygate.KeyRecord
+	View *keygate.KeyView
 	// Code is the code that denies the request, or empty.
 	Code keygate.Code
 	// RetryAfter is set with too_many_failed_attempts.
@@ -432,7 +505,7 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 		}
 	}
 	var a Authentication
-	a.Record, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
+	a.View, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
 	return a
 }
 

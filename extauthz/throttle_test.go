@@ -75,7 +75,7 @@ func TestCheck_BlockedAddressStillAnswersKnownLiveKeys(t *testing.T) {
 		assertDenied(t, f.checkFrom(shared, map[string]string{"x-api-key": guess.String()}),
 			denyWant{401, codes.Unauthenticated, keygate.CodeInvalidAPIKey, `Bearer realm="keygate", error="invalid_token"`, "", ""})
 	}
-	queries := f.lookup.queries
+	queries := f.lookup.queries.Load()
 	tooMany := denyWant{429, codes.ResourceExhausted, keygate.CodeTooManyFailedAttempts, "", "65", ""}
 
 	// A live key this replica knows is still decided as usual.
@@ -93,8 +93,8 @@ func TestCheck_BlockedAddressStillAnswersKnownLiveKeys(t *testing.T) {
 	}
 	// A known token whose key is not live is still refused as throttled.
 	assertDenied(t, f.checkFrom(shared, map[string]string{"x-api-key": inactive}), tooMany)
-	if f.lookup.queries != queries {
-		t.Errorf("the blocked address caused %d store lookups, want 0", f.lookup.queries-queries)
+	if n := f.lookup.queries.Load(); n != queries {
+		t.Errorf("the blocked address caused %d store lookups, want 0", n-queries)
 	}
 }
 

@@ -76,9 +76,21 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (manage.C
 	case a.Code != "":
 		return manage.Caller{}, &keygate.Error{Code: a.Code}
 	}
-	k := a.Record.Key
-	if k.Type == keygate.Publishable {
+	if a.View.Type() == keygate.Publishable {
 		return manage.Caller{}, keygate.Errorf(keygate.CodeForbidden, "Publishable keys cannot use the management API.")
+	}
+	// The decision keeps only a compact view of the key; the rules of the
+	// management API read the whole key, as the store has it now. A key
+	// revoked since the view was read is gone from the store: invalid.
+	k, err := h.cfg.Manage.CallerKey(r.Context(), a.View.OrgID(), a.View.ID())
+	switch {
+	case keygate.ErrorCode(err) == keygate.CodeNotFound:
+		return manage.Caller{}, &keygate.Error{Code: keygate.CodeInvalidAPIKey}
+	case err != nil:
+		return manage.Caller{}, err
+	}
+	if code := callerState(&k, h.cfg.Now()); code != "" {
+		return manage.Caller{}, &keygate.Error{Code: code}
 	}
 	if h.cfg.Usage != nil {
 		h.cfg.Usage.Record(k.ID, h.cfg.Now())
@@ -256,4 +268,18 @@ func pageQuery(q map[string][]string) (int, *store.Cursor, error) {
 		after = &c
 	}
 	return limit, after, nil
+}
+
+// callerState is the key-status step for the caller's key as the store
+// has it: a key deactivated or expired since the view was read is refused.
+func callerState(k *keygate.Key, now time.Time) keygate.Code {
+	switch k.Status(now) {
+	case keygate.StatusRevoked:
+		return keygate.CodeInvalidAPIKey
+	case keygate.StatusExpired:
+		return keygate.CodeAPIKeyExpired
+	case keygate.StatusInactive:
+		return keygate.CodeAPIKeyInactive
+	}
+	return ""
 }

@@ -101,7 +101,8 @@ func timePtr(t *time.Time) *Time {
 
 // Time is a timestamp on the wire: RFC 3339 in UTC with whole seconds, as
 // in the SPEC's examples ("2026-11-22T10:00:00Z"), whatever precision and
-// zone the store keeps.
+// zone the store keeps. expires_at loses nothing here: package manage
+// stores it in whole seconds, so the instant shown is the one enforced.
 type Time time.Time
 
 // MarshalJSON writes t as an RFC 3339 UTC string.

@@ -22,6 +22,10 @@ import (
 // MaxBodyBytes bounds a request body: 64 KiB (SPEC §5).
 const MaxBodyBytes = 64 << 10
 
+// errBodyNotJSON is the cause of the invalid_request for a body that does
+// not parse as one JSON object: writeError answers it with "param": null.
+var errBodyNotJSON = errors.New("the request body is not one JSON object")
+
 // object is a JSON request body: its members by name, values unparsed, so
 // that each field is parsed on its own and a wrong type names its field.
 type object map[string]json.RawMessage
@@ -47,7 +51,8 @@ func readObject(w http.ResponseWriter, r *http.Request, known ...string) (object
 	if len(bytes.TrimSpace(b)) == 0 {
 		return o, nil
 	}
-	notJSON := keygate.Errorf(keygate.CodeInvalidRequest, "The request body must be one JSON object.")
+	notJSON := &keygate.Error{Code: keygate.CodeInvalidRequest, Message: "The request body must be one JSON object.",
+		Err: errBodyNotJSON}
 	// Walked token by token rather than decoded into a struct: a member
 	// given twice is an error here (decoders keep one silently, and two
 	// parsers picking different ones is how checks get bypassed), and an

@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/store"
 )
 
 // outcome is what one call should answer: a status and, for an error, its
@@ -206,4 +209,121 @@ func TestAPI_Whoami_IsTheCallersKey(t *testing.T) {
 func jsonEqual(got []byte, want string) bool {
 	var a, b any
 	return json.Unmarshal(got, &a) == nil && json.Unmarshal([]byte(want), &b) == nil && reflect.DeepEqual(a, b)
+}
+
+// TestAPI_NoEscalation_PatchWideningNeedsTheKeysRights is the attack of a
+// weak key on a stronger key of the same user: PATCH may not turn it back
+// on, lengthen its life or raise its limit unless the caller holds at
+// least the key's rights, by the bounds of create and roll. Narrowing
+// needs only access.
+func TestAPI_NoEscalation_PatchWideningNeedsTheKeysRights(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		exp := e.clock.now().Add(time.Hour).UTC().Truncate(time.Second)
+		later := `"` + exp.Add(time.Hour).Format(time.RFC3339) + `"`
+		earlier := `"` + exp.Add(-time.Minute).Format(time.RFC3339) + `"`
+		// The attackers: alice's member keys restricted to project p1
+		// (effective limit: the server default, 100), one of them expiring.
+		_, member := e.key(manage.NewKey{Role: "member", ProjectIDs: []string{"p1"}})
+		_, expiring := e.key(manage.NewKey{Role: "member", ProjectIDs: []string{"p1"}, ExpiresAt: &exp})
+		// Targets: keys of the same user, made fresh for each row.
+		active := func(nk manage.NewKey) func() (keygate.Key, string) {
+			return func() (keygate.Key, string) { return e.key(nk) }
+		}
+		inactive := func(nk manage.NewKey) func() (keygate.Key, string) {
+			return func() (keygate.Key, string) {
+				k, tok := e.key(nk)
+				k, err := e.st.UpdateKey(ctx, "acme", k.ID, store.KeyUpdate{Active: ptr(false)}, keygate.Actor{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return k, tok
+			}
+		}
+		owner := manage.NewKey{Role: "owner", ExpiresAt: &exp, RateLimitPerMinute: ptr(5)}
+		ownerForever := manage.NewKey{Role: "owner", RateLimitPerMinute: ptr(1000)}
+		viewer := func(edit func(*manage.NewKey)) manage.NewKey {
+			nk := manage.NewKey{Role: "viewer", ProjectIDs: []string{"p1"}, ExpiresAt: &exp}
+			if edit != nil {
+				edit(&nk)
+			}
+			return nk
+		}
+		for _, tt := range []struct {
+			name   string
+			caller string
+			target func() (keygate.Key, string)
+			body   string
+			want   outcome
+		}{
+			// Every widening field against an owner key.
+			{"reactivate an owner key", member, inactive(owner), `{"active":true}`, denied("scopes")},
+			{"clear its expiry", member, inactive(owner), `{"expires_at":null}`, denied("scopes")},
+			{"push its expiry later", member, inactive(owner), `{"expires_at":` + later + `}`, denied("scopes")},
+			{"raise its limit", member, inactive(owner), `{"rate_limit_per_minute":6}`, denied("scopes")},
+			{"its limit back to the default", member, inactive(owner), `{"rate_limit_per_minute":null}`, denied("scopes")},
+			{"make it unlimited", member, inactive(owner), `{"rate_limit_per_minute":0}`, denied("scopes")},
+			{"a widening beside narrowings", member, inactive(owner), `{"name":"x","rate_limit_per_minute":1,"active":true}`, denied("scopes")},
+			{"the same on an active owner key", member, active(owner), `{"expires_at":null}`, denied("scopes")},
+			// Each bound alone: a key with one right beyond the caller.
+			{"reactivate a key for every project", member, inactive(viewer(func(k *manage.NewKey) { k.ProjectIDs = nil })), `{"active":true}`, denied("project_ids")},
+			{"reactivate a key of another project", member, inactive(viewer(func(k *manage.NewKey) { k.ProjectIDs = []string{"p2"} })), `{"active":true}`, denied("project_ids")},
+			{"reactivate a test key", member, inactive(viewer(func(k *manage.NewKey) { k.Environment = keygate.Test })), `{"active":true}`, denied("environment")},
+			{"reactivate a key above the caller's limit", member, inactive(viewer(func(k *manage.NewKey) { k.RateLimitPerMinute = ptr(101) })), `{"active":true}`, denied("rate_limit_per_minute")},
+			{"reactivate an unlimited key", member, inactive(viewer(func(k *manage.NewKey) { k.RateLimitPerMinute = ptr(0) })), `{"active":true}`, denied("rate_limit_per_minute")},
+			{"raise a limit above the caller's", member, active(viewer(nil)), `{"rate_limit_per_minute":101}`, denied("rate_limit_per_minute")},
+			{"reactivate a key that outlives the caller", expiring, inactive(viewer(func(k *manage.NewKey) { k.ExpiresAt = nil })), `{"active":true}`, denied("expires_at")},
+			{"extend a key past the caller", expiring, active(viewer(nil)), `{"expires_at":` + later + `}`, denied("expires_at")},
+			// Widening within the caller's rights.
+			{"reactivate a key within the caller", member, inactive(viewer(nil)), `{"active":true}`, ok200},
+			{"reactivate one the expiring caller outlives", expiring, inactive(viewer(nil)), `{"active":true}`, ok200},
+			{"extend a key within the caller", member, active(viewer(nil)), `{"expires_at":` + later + `}`, ok200},
+			{"raise a limit within the caller's", member, active(viewer(func(k *manage.NewKey) { k.RateLimitPerMinute = ptr(5) })), `{"rate_limit_per_minute":100}`, ok200},
+			// Narrowing a stronger key needs only access.
+			{"deactivate an owner key", member, active(owner), `{"active":false}`, ok200},
+			{"deactivate it again", member, inactive(owner), `{"active":false}`, ok200},
+			{"reactivating an active key changes nothing", member, active(owner), `{"active":true}`, ok200},
+			{"bring its expiry earlier", member, inactive(owner), `{"expires_at":` + earlier + `}`, ok200},
+			{"the same expiry", member, inactive(owner), `{"expires_at":"` + exp.Format(time.RFC3339) + `"}`, ok200},
+			{"give a never-expiring key an expiry beyond the caller's", expiring, active(ownerForever), `{"expires_at":` + later + `}`, ok200},
+			{"lower its limit", member, inactive(owner), `{"rate_limit_per_minute":4}`, ok200},
+			{"the same limit", member, inactive(owner), `{"rate_limit_per_minute":5}`, ok200},
+			{"lower a limit that stays above the caller's", member, active(ownerForever), `{"rate_limit_per_minute":500}`, ok200},
+			{"limit an unlimited key", member, active(viewer(func(k *manage.NewKey) { k.RateLimitPerMinute = ptr(0) })), `{"rate_limit_per_minute":1000}`, ok200},
+			{"rename it", member, inactive(owner), `{"name":"renamed"}`, ok200},
+			{"replace its metadata", member, inactive(owner), `{"metadata":{"plan":"free"}}`, ok200},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				before, tok := tt.target()
+				r := e.do(req{method: "PATCH", path: "/v1/api-keys/" + before.ID, token: tt.caller, body: tt.body})
+				wantsFunc(t, r, tt.want)
+				if tt.want.code == "" {
+					return
+				}
+				// A refused widening changed nothing, and Check still says so.
+				after, err := e.st.GetKey(ctx, "acme", before.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(before, after); diff != "" {
+					t.Errorf("a refused PATCH changed the key (-before +after):\n%s", diff)
+				}
+				if got, want := e.check(tok, "192.0.2.1"), checkCode(before, e.clock.now()); got != want {
+					t.Errorf("Check after a refused PATCH = %q, want %q", got, want)
+				}
+			})
+		}
+	})
+}
+
+// checkCode is Check's answer for key k at now, ignoring route policy:
+// "" for an active key.
+func checkCode(k keygate.Key, now time.Time) keygate.Code {
+	switch k.Status(now) {
+	case keygate.StatusInactive:
+		return keygate.CodeAPIKeyInactive
+	case keygate.StatusExpired:
+		return keygate.CodeAPIKeyExpired
+	}
+	return ""
 }

@@ -16,6 +16,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
@@ -32,11 +33,24 @@ import (
 
 // clock is real time plus an offset that tests move forward: the stores,
 // the decision and the API all read it, so a grace period can pass without
-// sleeping.
-type clock struct{ off atomic.Int64 }
+// sleeping. A frozen clock stands at one instant, to the nanosecond.
+type clock struct{ off, frozen atomic.Int64 }
 
-func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) now() time.Time {
+	base := time.Now()
+	if f := c.frozen.Load(); f != 0 {
+		base = time.Unix(0, f)
+	}
+	return base.Add(time.Duration(c.off.Load()))
+}
+
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// freeze stops the clock at t; advance still moves it.
+func (c *clock) freeze(t time.Time) {
+	c.off.Store(0)
+	c.frozen.Store(t.UnixNano())
+}
 
 // backends opens each real store with the test's clock: PostgreSQL in its
 // own database, SQLite in a temporary file.
@@ -103,6 +117,7 @@ type env struct {
 	usage    *usage
 	srv      *httptest.Server
 	clock    *clock
+	metrics  *prometheus.Registry // what the handler registers and /metrics serves
 }
 
 type usage struct {
@@ -137,7 +152,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: docsURL, Now: c.now,
 		DefaultRateLimit: o.defaultRateLimit, Throttle: throttle}
-	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Prepare: cfg.Prepare, Now: c.now})
+	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Metadata: extauthz.MetadataEncoding, Now: c.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,14 +175,15 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	if o.syncer != nil {
 		syncer = o.syncer
 	}
+	reg := prometheus.NewRegistry()
 	h := httpapi.NewHandler(httpapi.Config{
-		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now,
+		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &env{t: t, st: st, cli: manage.New(st, format, c.now), cache: keys, follower: f, authz: authz,
-		usage: u, srv: srv, clock: c}
+		usage: u, srv: srv, clock: c, metrics: reg}
 }
 
 // key creates a key as the CLI does (organization created when missing,
@@ -272,15 +288,29 @@ func want(t *testing.T, r response, status int) {
 	}
 }
 
+// paramNull is the param of wantError for "param": null, present and
+// null (a body that does not parse); "" wants param absent.
+const paramNull = "(null)"
+
 func wantError(t *testing.T, r response, status int, code keygate.Code, param string) httpapi.ErrorBody {
 	t.Helper()
 	if r.Status != status {
 		t.Errorf("status = %d, want %d; body %s", r.Status, status, r.Body)
 	}
 	b := decode[httpapi.ErrorBody](t, r)
+	// The raw member tells absent from null, which the decoded body cannot.
+	var raw struct {
+		Error map[string]json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(r.Body, &raw); err != nil {
+		t.Fatalf("body %s: %v", r.Body, err)
+	}
 	gotParam := ""
-	if b.Error.Param != nil {
-		gotParam = *b.Error.Param
+	if p, ok := raw.Error["param"]; ok {
+		gotParam = paramNull
+		if string(p) != "null" && json.Unmarshal(p, &gotParam) != nil {
+			t.Errorf("param = %s, want a string or null", p)
+		}
 	}
 	if b.Error.Code != code || gotParam != param {
 		t.Errorf("error = %s param %q, want %s param %q; body %s", b.Error.Code, gotParam, code, param, r.Body)

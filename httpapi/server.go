@@ -42,6 +42,10 @@ type Config struct {
 	// Gatherer is what /metrics exposes: the registry serve built, so
 	// tests and several servers in one process never share globals.
 	Gatherer prometheus.Gatherer
+	// Registerer, if set, gets this handler's request metrics:
+	// keygate_http_requests_total and keygate_http_request_duration_seconds
+	// by method, route (the ServeMux pattern) and code.
+	Registerer prometheus.Registerer
 	// ReadyTimeout bounds the store ping of one /readyz (default 2s): a
 	// load balancer's probe must get an answer before its own timeout.
 	ReadyTimeout time.Duration
@@ -72,6 +76,8 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	mux *http.ServeMux
+	// served is mux with its request metrics.
+	served http.Handler
 }
 
 // NewHandler returns the handler of --http-addr.
@@ -100,7 +106,60 @@ func NewHandler(cfg Config) *Handler {
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, keygate.Errorf(keygate.CodeNotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
 	})
+	h.served = instrument(h.mux, cfg.Registerer, cfg.Logger)
 	return h
+}
+
+// instrument counts and times the requests next serves, by method, route
+// and status code. The route is the pattern ServeMux matched, which it
+// writes into the request it is given: never the raw path, so a key id is
+// never a label and the series stay few.
+func instrument(next http.Handler, reg prometheus.Registerer, logger *slog.Logger) http.Handler {
+	labels := []string{"method", "route", "code"}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_http_requests_total",
+		Help: "Requests to the management API, health and metrics on --http-addr, by method, route (the matched pattern, / for no endpoint) and status code.",
+	}, labels)
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keygate_http_request_duration_seconds",
+		Help:    "Latency of requests on --http-addr, by method, route and status code.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, labels)
+	if reg != nil {
+		requests = registered(reg, requests, logger)
+		duration = registered(reg, duration, logger)
+	}
+	route := promhttp.WithLabelFromRequest("route", func(r *http.Request) string {
+		p := r.Pattern
+		if p == "" {
+			return "none" // answered before any pattern matched (OPTIONS *)
+		}
+		_, path, ok := strings.Cut(p, " ") // the method is its own label
+		if !ok {
+			path = p
+		}
+		return path
+	})
+	return promhttp.InstrumentHandlerDuration(duration, promhttp.InstrumentHandlerCounter(requests, next, route), route)
+}
+
+// registered registers c on reg and returns it, or the same collector that
+// is registered there already: a second handler on one registry shares
+// the first one's series rather than failing. Metrics are not worth
+// refusing to serve for, so any other error is logged.
+func registered[C prometheus.Collector](reg prometheus.Registerer, c C, logger *slog.Logger) C {
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	logger.Error("HTTP request metrics are not registered", "err", err)
+	return c
 }
 
 // route serves path with one handler per method, and every other method
@@ -140,7 +199,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id, _ = apikey.NewRequestID() // crypto/rand does not fail
 	}
 	w.Header().Set("x-request-id", id)
-	h.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	h.served.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 }
 
 // requestID is the id ServeHTTP gave r.
@@ -218,8 +277,37 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    keygate.Code `json:"code"`
 	Message string       `json:"message"`
-	Param   *string      `json:"param,omitempty"`
+	Param   ErrorParam   `json:"param,omitzero"`
 	DocsURL string       `json:"docs_url,omitempty"`
+}
+
+// ErrorParam is error.param: absent (the zero value) for errors that are
+// not about a body field, the field's name for a bad field, and null for a
+// body that does not parse, where no one field is to blame (SPEC §5).
+type ErrorParam struct {
+	Name string
+	Null bool
+}
+
+// IsZero reports whether p is absent.
+func (p ErrorParam) IsZero() bool { return p.Name == "" && !p.Null }
+
+// MarshalJSON writes p as its name or null.
+func (p ErrorParam) MarshalJSON() ([]byte, error) {
+	if p.Name == "" {
+		return []byte("null"), nil
+	}
+	return json.Marshal(p.Name)
+}
+
+// UnmarshalJSON reads a name or null.
+func (p *ErrorParam) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*p = ErrorParam{Null: true}
+		return nil
+	}
+	*p = ErrorParam{}
+	return json.Unmarshal(b, &p.Name)
 }
 
 // ErrorMeta is the "meta" member of ErrorBody.
@@ -239,8 +327,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	d := ErrorDetail{Code: code, Message: keygate.ErrorMessage(err)}
 	var e *keygate.Error
-	if errors.As(err, &e) && e.Param != "" {
-		d.Param = &e.Param
+	switch {
+	case errors.Is(err, errBodyNotJSON):
+		d.Param = ErrorParam{Null: true}
+	case errors.As(err, &e) && e.Param != "":
+		d.Param = ErrorParam{Name: e.Param}
 	}
 	if h.cfg.DocsURL != "" {
 		d.DocsURL = h.cfg.DocsURL + "#" + string(code)

@@ -87,6 +87,25 @@ func TestMetrics_ServesTheGivenRegistry(t *testing.T) {
 	}
 }
 
+func TestMetrics_HandlersOnOneRegistryShareTheirSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a := NewHandler(Config{Store: pinger{}, Registerer: reg, Gatherer: reg})
+	b := NewHandler(Config{Store: pinger{}, Registerer: reg, Gatherer: reg})
+	get(t, a, "/healthz")
+	get(t, b, "/healthz")
+	// OPTIONS * is answered by ServeMux before any pattern matches.
+	b.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodOptions, "*", nil))
+	_, body, _ := get(t, a, "/metrics")
+	for _, line := range []string{
+		`keygate_http_requests_total{code="200",method="get",route="/healthz"} 2`,
+		`keygate_http_requests_total{code="400",method="options",route="none"} 1`,
+	} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", line, body)
+		}
+	}
+}
+
 func TestUnknownPath_IsNotFoundEnvelope(t *testing.T) {
 	code, body, _ := get(t, NewHandler(Config{Store: pinger{}}), "/nope")
 	var got ErrorBody

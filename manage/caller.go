@@ -3,7 +3,9 @@ package manage
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -47,7 +49,7 @@ func (c *Caller) admin() bool { return c.Key.HasScope(ScopeAdmin) }
 
 func (c *Caller) require(scope string) error {
 	if !c.Key.HasScope(scope) {
-		return keygate.Errorf(keygate.CodeInsufficientPermissions, "This call requires the %q scope.", scope)
+		return keygate.Errorf(keygate.CodeInsufficientPermissions, "This call needs the %q scope.", scope)
 	}
 	return nil
 }
@@ -95,8 +97,15 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	ck := &c.Key
 	nk := NewKey{
 		OrgID: ck.OrgID, UserID: ck.UserID, Name: r.Name, Scopes: ck.Scopes, ProjectIDs: ck.ProjectIDs,
-		Type: keygate.Secret, Environment: ck.Environment, ExpiresAt: ck.ExpiresAt,
+		Type: keygate.Secret, Environment: ck.Environment,
 		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata,
+	}
+	if ck.ExpiresAt != nil {
+		// Down, not up, to a whole second: a caller stored before expiry
+		// was kept to whole seconds may have a fraction, and its key must
+		// not outlive it.
+		t := ck.ExpiresAt.Truncate(time.Second)
+		nk.ExpiresAt = &t
 	}
 	if r.UserID != nil {
 		nk.UserID = *r.UserID
@@ -144,9 +153,9 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 		return CreatedKey{}, err
 	}
 	if r.UserID != nil && !c.admin() {
-		return CreatedKey{}, escalation("user_id", "Only an admin key may create keys for another user_id.")
+		return CreatedKey{}, escalation("user_id", "Creating a key for another user_id needs the %q scope.", ScopeAdmin)
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
 	return s.create(ctx, k, c.actor())
@@ -168,40 +177,75 @@ func escalation(param, format string, args ...any) error {
 	return e
 }
 
-// within reports an insufficient_permissions error, naming the field, when
-// g gives more than the caller's key has.
-func (s *Service) within(c *Caller, g grant, expiryParam string) error {
+// Why a key's rights are held to the caller's, the start of the message
+// of an insufficient_permissions that within reports.
+const (
+	whyCreate = "A key cannot get more than the key that creates it"
+	whyRoll   = "Rolling a key needs at least its rights"
+	whyPatch  = "This change widens the key, which needs at least its rights"
+)
+
+// within reports an insufficient_permissions error when g gives more than
+// the caller's key has: param names the bound and the message says why
+// the bound applies (whyCreate, …), what g has and what the caller has.
+func (s *Service) within(c *Caller, g grant, expiryParam, why string) error {
 	ck := &c.Key
+	deny := func(param, format string, args ...any) error {
+		return escalation(param, "%s: %s.", why, fmt.Sprintf(format, args...))
+	}
 	for _, sc := range g.scopes {
 		if !ck.HasScope(sc) {
-			return escalation("scopes", "The scope %q is beyond the calling key's scopes.", sc)
+			return deny("scopes", "the scope %q is beyond the calling key's scopes (%s)", sc, listText(ck.Scopes))
 		}
 	}
 	if len(ck.ProjectIDs) > 0 {
 		if len(g.projects) == 0 {
-			return escalation("project_ids", "A project-restricted key cannot give access to every project; list project_ids within its own.")
+			return deny("project_ids", "every project is beyond the calling key's projects (%s)", listText(ck.ProjectIDs))
 		}
 		for _, p := range g.projects {
 			if !slices.Contains(ck.ProjectIDs, p) {
-				return escalation("project_ids", "The project %q is beyond the calling key's projects.", p)
+				return deny("project_ids", "the project %q is beyond the calling key's projects (%s)", p, listText(ck.ProjectIDs))
 			}
 		}
 	}
 	if g.env != ck.Environment {
-		return escalation("environment", "The calling key belongs to the %q environment.", ck.Environment)
+		return deny("environment", "the environment %q is not the calling key's (%q)", g.env, ck.Environment)
 	}
-	if err := s.expiryWithin(c, g.expiresAt, expiryParam); err != nil {
-		return err
+	if have := ck.ExpiresAt; have != nil {
+		switch {
+		case g.expiresAt == nil:
+			return deny(expiryParam, "never expiring is beyond the calling key's expiry (%s)", timeText(*have))
+		case g.expiresAt.After(*have):
+			return deny(expiryParam, "the expiry %s is beyond the calling key's (%s)", timeText(*g.expiresAt), timeText(*have))
+		}
 	}
-	return s.rateWithin(c, g.rate)
-}
-
-func (s *Service) expiryWithin(c *Caller, t *time.Time, param string) error {
-	have := c.Key.ExpiresAt
-	if have != nil && (t == nil || t.After(*have)) {
-		return escalation(param, "The calling key expires at %s; a key it manages cannot outlive it.", have.UTC().Format(time.RFC3339))
+	if have := s.effectiveRate(ck.RateLimitPerMinute); exceeds(s.effectiveRate(g.rate), have) {
+		return deny("rate_limit_per_minute", "the rate limit (%s) is beyond the calling key's (%s)", s.rateText(g.rate), s.rateText(ck.RateLimitPerMinute))
 	}
 	return nil
+}
+
+func listText(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// rateText says what a rate_limit_per_minute allows.
+func (s *Service) rateText(r *int) string {
+	perMinute := func(n int) string {
+		if n == 0 {
+			return "unlimited"
+		}
+		return fmt.Sprintf("%d requests per minute", n)
+	}
+	if r == nil {
+		return "the server default, " + perMinute(s.defaultRate)
+	}
+	return perMinute(*r)
 }
 
 // effectiveRate is the limit a key is held to: its own, or --rate-limit.
@@ -210,17 +254,6 @@ func (s *Service) effectiveRate(r *int) int {
 		return s.defaultRate
 	}
 	return *r
-}
-
-func (s *Service) rateWithin(c *Caller, r *int) error {
-	have := s.effectiveRate(c.Key.RateLimitPerMinute)
-	if have == 0 {
-		return nil // an unlimited caller may give any limit
-	}
-	if want := s.effectiveRate(r); want == 0 || want > have {
-		return escalation("rate_limit_per_minute", "The calling key is limited to %d requests per minute; a key it manages cannot have more.", have)
-	}
-	return nil
 }
 
 // visibleKey returns key id as the caller may see it: in its organization,
@@ -246,6 +279,13 @@ func (s *Service) GetKeyAs(ctx context.Context, c Caller, id string) (keygate.Ke
 		return keygate.Key{}, err
 	}
 	return s.visibleKey(ctx, &c, id)
+}
+
+// CallerKey returns the key an authenticated request acts with, as the
+// store has it now: the decision keeps only a compact view of it, and the
+// rules here read the whole key. A key revoked since is not_found.
+func (s *Service) CallerKey(ctx context.Context, orgID, id string) (keygate.Key, error) {
+	return s.store.GetKey(ctx, orgID, id)
 }
 
 // Whoami returns the caller's own key as stored now. It needs no scope.
@@ -302,10 +342,12 @@ type KeyChanges struct {
 	Metadata           json.RawMessage     // replaces the whole object; null: {}
 }
 
-// UpdateKeyAs changes key id. A caller cannot widen a key beyond itself:
-// no rate limit above its own effective limit, no expiry after its own.
-// A change with no field is invalid_request: it would write an audit
-// event that records nothing.
+// UpdateKeyAs changes key id. A change that widens what the key can do
+// (see widening) needs the caller to hold at least the key's rights as
+// they would be afterwards, by the bounds of create and roll; a change
+// that only narrows it needs only access to the key. A change with no
+// field is invalid_request: it would write an audit event that records
+// nothing.
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
@@ -328,10 +370,13 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		}
 	}
 	if ch.ExpiresAt.Set {
-		u.ExpiresAt = ch.ExpiresAt.ptr()
 		u.ClearExpiresAt = ch.ExpiresAt.Null
-		if u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
-			return keygate.Key{}, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+		if !ch.ExpiresAt.Null {
+			if !ch.ExpiresAt.Value.After(now) {
+				return keygate.Key{}, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+			}
+			ch.ExpiresAt.Value = expirySecond(ch.ExpiresAt.Value)
+			u.ExpiresAt = &ch.ExpiresAt.Value
 		}
 	}
 	if ch.Metadata != nil {
@@ -347,18 +392,53 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 	if _, err := s.visibleKey(ctx, &c, id); err != nil {
 		return keygate.Key{}, err
 	}
-	if ch.RateLimitPerMinute.Set {
-		if err := s.rateWithin(&c, u.RateLimitPerMinute); err != nil {
-			return keygate.Key{}, err
+	// The bounds are judged on the key as the update locks it, not on the
+	// read above: an admin who deactivates the key meanwhile must not have
+	// a weaker caller's active: true judged against the active key it read.
+	u.Allowed = func(k keygate.Key) error {
+		if !s.widening(k, ch) {
+			return nil
 		}
-	}
-	if ch.ExpiresAt.Set {
-		if err := s.expiryWithin(&c, u.ExpiresAt, "expires_at"); err != nil {
-			return keygate.Key{}, err
+		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}
+		if ch.ExpiresAt.Set {
+			after.expiresAt = u.ExpiresAt
 		}
+		if ch.RateLimitPerMinute.Set {
+			after.rate = u.RateLimitPerMinute
+		}
+		return s.within(&c, after, "expires_at", whyPatch)
 	}
 	return s.store.UpdateKey(ctx, c.Key.OrgID, id, u, c.actor())
 }
+
+// widening reports whether ch would let key k do more than it can now
+// (SPEC §5): turn an inactive key back on, a later expiry or none, a
+// higher effective rate limit, or null, the server default, in place of
+// a limit of its own (--rate-limit may be raised later). Renaming,
+// metadata, deactivating and every lowering are narrowing.
+//
+// k is the key as read before the write; the store's update has no
+// precondition, so a concurrent narrowing of the same key can be
+// overwritten by a change judged against the older state.
+func (s *Service) widening(k keygate.Key, ch KeyChanges) bool {
+	if ch.Active != nil && *ch.Active && k.DisabledAt != nil {
+		return true
+	}
+	if e := ch.ExpiresAt; e.Set && k.ExpiresAt != nil && (e.Null || e.Value.After(*k.ExpiresAt)) {
+		return true
+	}
+	if r := ch.RateLimitPerMinute; r.Set {
+		if r.Null {
+			return k.RateLimitPerMinute != nil
+		}
+		return exceeds(r.Value, s.effectiveRate(k.RateLimitPerMinute))
+	}
+	return false
+}
+
+// exceeds reports whether rate limit a allows more than limit b, where 0
+// is unlimited.
+func exceeds(a, b int) bool { return b != 0 && (a == 0 || a > b) }
 
 // RevokeKeyAs revokes key id. Revoking takes privileges away, so any
 // caller with write may revoke any key it can see, itself included.
@@ -386,7 +466,7 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at"); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
 	tok, err := s.format.Generate(k.Type, k.Environment)

@@ -25,6 +25,7 @@ type Store interface {
 	CreateOrganization(ctx context.Context, id string, by keygate.Actor) (keygate.Organization, error)
 	EnsureOrganization(ctx context.Context, id string, by keygate.Actor) (keygate.Organization, error)
 	SetOrganizationDisabled(ctx context.Context, id string, disabled bool, by keygate.Actor) (keygate.Organization, error)
+	GetOrganization(ctx context.Context, id string) (keygate.Organization, error)
 	CreateKey(ctx context.Context, k store.NewKey, by keygate.Actor) (keygate.Key, error)
 	GetKey(ctx context.Context, orgID, id string) (keygate.Key, error)
 	UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error)
@@ -205,8 +206,12 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	if !k.Environment.Valid() {
 		return k, keygate.ParamErrorf("environment", "environment must be %q or %q.", keygate.Live, keygate.Test)
 	}
-	if k.ExpiresAt != nil && !k.ExpiresAt.After(now) {
-		return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+	if k.ExpiresAt != nil {
+		if !k.ExpiresAt.After(now) {
+			return k, keygate.ParamErrorf("expires_at", "expires_at must be in the future.")
+		}
+		t := expirySecond(*k.ExpiresAt)
+		k.ExpiresAt = &t
 	}
 	if err := validateRate(k.RateLimitPerMinute); err != nil {
 		return k, err
@@ -215,6 +220,18 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 		return k, err
 	}
 	return k, nil
+}
+
+// expirySecond rounds an expiry up to the next whole second. Expiry is
+// kept to whole seconds (SPEC §2) so that the instant every transport
+// shows, in whole seconds, is the instant the key stops working; rounding
+// up never ends a key before the time it was given.
+func expirySecond(t time.Time) time.Time {
+	s := t.Truncate(time.Second)
+	if s.Before(t) {
+		s = s.Add(time.Second)
+	}
+	return s
 }
 
 func scopes(role string, given []string) ([]string, error) {
@@ -311,7 +328,9 @@ func sortedSet(s []string) []string {
 	return slices.Compact(out)
 }
 
-// RevokeKey revokes key id of organization orgID.
+// RevokeKey revokes key id of organization orgID. An unknown id, or one
+// revoked already, is not_found with a message to show as it is: "no key
+// key_… in organization acme", or "organization nosuchorg does not exist".
 func (s *Service) RevokeKey(ctx context.Context, orgID, id string, by keygate.Actor) (keygate.Key, error) {
 	if err := ValidateID("org_id", orgID); err != nil {
 		return keygate.Key{}, err
@@ -319,13 +338,34 @@ func (s *Service) RevokeKey(ctx context.Context, orgID, id string, by keygate.Ac
 	if id == "" {
 		return keygate.Key{}, keygate.ParamErrorf("id", "A key id is required.")
 	}
-	return s.store.RevokeKey(ctx, orgID, id, by)
+	k, err := s.store.RevokeKey(ctx, orgID, id, by)
+	if keygate.ErrorCode(err) == keygate.CodeNotFound {
+		if err := s.organizationExists(ctx, orgID); err != nil {
+			return keygate.Key{}, err
+		}
+		return keygate.Key{}, keygate.Errorf(keygate.CodeNotFound, "no key %s in organization %s", id, orgID)
+	}
+	return k, err
+}
+
+// organizationExists returns nil when organization id exists, and else
+// not_found "organization … does not exist", a message to show as it is.
+func (s *Service) organizationExists(ctx context.Context, id string) error {
+	_, err := s.store.GetOrganization(ctx, id)
+	if keygate.ErrorCode(err) == keygate.CodeNotFound {
+		return keygate.Errorf(keygate.CodeNotFound, "organization %s does not exist", id)
+	}
+	return err
 }
 
 // ListKeys returns every key of an organization that is not revoked,
-// newest first, reading the store page by page.
+// newest first, reading the store page by page. An organization that does
+// not exist is not_found (organizationExists), not an empty list.
 func (s *Service) ListKeys(ctx context.Context, orgID string) ([]keygate.Key, error) {
 	if err := ValidateID("org_id", orgID); err != nil {
+		return nil, err
+	}
+	if err := s.organizationExists(ctx, orgID); err != nil {
 		return nil, err
 	}
 	keys := []keygate.Key{}
@@ -376,6 +416,9 @@ func (s *Service) setDisabled(ctx context.Context, id string, disabled bool, by 
 		return keygate.Organization{}, err
 	}
 	org, err := s.store.SetOrganizationDisabled(ctx, id, disabled, by)
+	if keygate.ErrorCode(err) == keygate.CodeNotFound {
+		return keygate.Organization{}, keygate.Errorf(keygate.CodeNotFound, "organization %s does not exist", id)
+	}
 	if err != nil {
 		return keygate.Organization{}, fmt.Errorf("organization %s: %w", id, err)
 	}

@@ -71,6 +71,14 @@ func (f *fakeStore) RevokeKey(_ context.Context, orgID, id string, _ keygate.Act
 	return keygate.Key{ID: id, OrgID: orgID}, nil
 }
 
+func (f *fakeStore) GetOrganization(_ context.Context, id string) (keygate.Organization, error) {
+	o, ok := f.orgs[id]
+	if !ok {
+		return o, keygate.ErrNotFound
+	}
+	return o, nil
+}
+
 // The rules of the *As operations are tested against the real stores in
 // httpapi; these only satisfy Store.
 func (f *fakeStore) GetKey(context.Context, string, string) (keygate.Key, error) {
@@ -247,6 +255,35 @@ func TestCreateKey_NormalizesAndStoresOnlyTheHash(t *testing.T) {
 	}
 }
 
+// The CLI's --expires-in gives now+duration, with a fraction whenever now
+// has one; the key must not end before it, and the stored instant must be
+// the whole second that every transport shows (SPEC §2).
+func TestCreateKey_ExpiryRoundsUpToAWholeSecond(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		expiresAt time.Time
+		want      time.Time
+	}{
+		{"whole", now.Add(time.Hour), now.Add(time.Hour)},
+		{"a nanosecond past", now.Add(time.Hour + time.Nanosecond), now.Add(time.Hour + time.Second)},
+		{"a fraction past", now.Add(time.Hour + 700*time.Millisecond), now.Add(time.Hour + time.Second)},
+		{"in another zone", now.Add(time.Hour + time.Millisecond).In(time.FixedZone("CET", 3600)), now.Add(time.Hour + time.Second)},
+		{"less than a second ahead", now.Add(time.Millisecond), now.Add(time.Second)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newFakeStore()
+			nk := valid()
+			nk.ExpiresAt = &tt.expiresAt
+			if _, err := newService(st).CreateKey(context.Background(), nk, keygate.Actor{}); err != nil {
+				t.Fatalf("CreateKey: %v", err)
+			}
+			if got := st.created[0].ExpiresAt; got == nil || !got.Equal(tt.want) {
+				t.Errorf("stored expires_at %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestCreateKey_RoleGivesScopes(t *testing.T) {
 	for role, want := range map[string][]string{
 		"owner": {"admin", "read", "write"}, "admin": {"admin", "read", "write"},
@@ -280,6 +317,7 @@ func TestListKeys_ReadsEveryPage(t *testing.T) {
 		{Keys: []keygate.Key{{ID: "key_a"}, {ID: "key_b"}}, Next: next},
 		{Keys: []keygate.Key{{ID: "key_c"}}},
 	}
+	st.orgs["acme"] = keygate.Organization{ID: "acme"}
 	keys, err := newService(st).ListKeys(context.Background(), "acme")
 	if err != nil {
 		t.Fatal(err)

@@ -84,6 +84,32 @@ func (p *Policy) Len() int {
 // that is not valid. Resolve does not check that path is normalized; call
 // CheckPath first.
 func (p *Policy) Resolve(method, path string, ext map[string]string) (Route, error) {
+	return p.ResolveExt(method, path, ExtMap(ext))
+}
+
+// Extensions are a route's context_extensions, however they were read:
+// Envoy's map (ExtMap), or the pairs a wire reader took.
+type Extensions interface {
+	// Len is the number of extensions.
+	Len() int
+	// Get returns the extension name, if the route sets it.
+	Get(name string) (string, bool)
+}
+
+// ExtMap is context_extensions as a map.
+type ExtMap map[string]string
+
+// Len is the number of extensions.
+func (m ExtMap) Len() int { return len(m) }
+
+// Get returns the extension name, if set.
+func (m ExtMap) Get(name string) (string, bool) {
+	v, ok := m[name]
+	return v, ok
+}
+
+// ResolveExt is Resolve with the extensions in any form.
+func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
@@ -92,7 +118,7 @@ func (p *Policy) Resolve(method, path string, ext map[string]string) (Route, err
 		hasScope, hasPub bool
 		extProject       *pattern
 	)
-	if len(ext) > 0 { // most routes carry none: skip the lookups
+	if ext.Len() > 0 { // most routes carry none: skip the lookups
 		var err error
 		if r, hasScope, hasPub, extProject, err = p.fromExtensions(ext); err != nil {
 			return Route{}, err
@@ -129,11 +155,11 @@ func (p *Policy) Resolve(method, path string, ext map[string]string) (Route, err
 }
 
 // fromExtensions reads the settings that context_extensions set.
-func (p *Policy) fromExtensions(ext map[string]string) (r Route, hasScope, hasPub bool, project *pattern, err error) {
-	if r.Scope, hasScope = ext[ExtScope]; hasScope && !validScope(r.Scope) {
+func (p *Policy) fromExtensions(ext Extensions) (r Route, hasScope, hasPub bool, project *pattern, err error) {
+	if r.Scope, hasScope = ext.Get(ExtScope); hasScope && !validScope(r.Scope) {
 		return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is not a valid scope", ErrInvalidExtension, ExtScope, r.Scope)
 	}
-	if pub, ok := ext[ExtPublishable]; ok {
+	if pub, ok := ext.Get(ExtPublishable); ok {
 		switch pub {
 		case "true":
 			r.Publishable, hasPub = true, true
@@ -143,7 +169,7 @@ func (p *Policy) fromExtensions(ext map[string]string) (r Route, hasScope, hasPu
 			return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is neither \"true\" nor \"false\"", ErrInvalidExtension, ExtPublishable, pub)
 		}
 	}
-	if src, ok := ext[ExtProject]; ok {
+	if src, ok := ext.Get(ExtProject); ok {
 		if project, err = p.extPattern(src); err != nil {
 			return Route{}, false, false, nil, err
 		}

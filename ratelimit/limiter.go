@@ -181,6 +181,10 @@ func (l *Limiter) sweep(now time.Time) { l.buckets.sweep(int64(now.Sub(l.epoch))
 // Len reports the buckets held.
 func (l *Limiter) Len() int { return l.buckets.len() }
 
+// ResetSeconds is ratelimit-reset: whole seconds until the bucket is
+// full again.
+func (r Result) ResetSeconds() int64 { return ceilSeconds(r.Reset) }
+
 // Headers returns the header values for r: ratelimit-limit,
 // ratelimit-remaining, ratelimit-reset (whole seconds until full, rounded
 // up) and, when denied, retry-after (see FormatRetryAfter); retryAfter is

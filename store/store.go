@@ -126,6 +126,12 @@ type KeyUpdate struct {
 	ExpiresAt          *time.Time
 	ClearExpiresAt     bool
 	Metadata           json.RawMessage
+	// Allowed, if set, is called with the key as the update has locked it,
+	// before anything is written; its error refuses the update and is
+	// returned as is. A rule judged on an earlier read (a widening PATCH
+	// needs the caller to hold the key's rights) is judged again here, so
+	// a concurrent change cannot slip between the check and the write.
+	Allowed func(current keygate.Key) error
 }
 
 // Apply returns k with the set fields of u applied at now: what an update

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -37,8 +39,9 @@ type checkCmd struct {
 	TLSCert string        `name:"tls-cert" placeholder:"FILE" help:"Client certificate (PEM) for mTLS; with --tls-key."`
 	TLSKey  string        `name:"tls-key" placeholder:"FILE" help:"Client private key (PEM) for mTLS; with --tls-cert."`
 
-	headers map[string]string
-	creds   credentials.TransportCredentials
+	headers   map[string]string
+	creds     credentials.TransportCredentials
+	tlsConfig *tls.Config // nil without TLS
 }
 
 // Validate checks the request flags; a malformed one is a usage error.
@@ -61,7 +64,7 @@ func (c *checkCmd) Validate() error {
 		if err != nil {
 			return err
 		}
-		c.creds = credentials.NewTLS(cfg)
+		c.creds, c.tlsConfig = credentials.NewTLS(cfg), cfg
 	}
 	c.headers = map[string]string{"authorization": "Bearer " + c.Key}
 	for _, h := range c.Header {
@@ -92,6 +95,10 @@ func (c *checkCmd) Run(d *deps) error {
 	defer cancel()
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, c.request())
 	if err != nil {
+		if code := status.Code(err); (code == codes.Unavailable || code == codes.Unimplemented) && c.answersHTTP(d.ctx) {
+			return usageErrorf("check %s: this looks like keygate's HTTP port (serve's --http-addr), which speaks HTTP/1; "+
+				"--addr wants the gRPC port (serve's --grpc-addr, default :9001)", c.Addr)
+		}
 		return &exitError{code: exitUsage, err: fmt.Errorf("check %s: %s", c.Addr, status.Convert(err).Message())}
 	}
 	if codes.Code(resp.GetStatus().GetCode()) == codes.OK {
@@ -100,6 +107,31 @@ func (c *checkCmd) Run(d *deps) error {
 	}
 	printDeny(d.stdout, resp)
 	return &exitError{code: exitFail}
+}
+
+// answersHTTP tells whether --addr answers an HTTP/1.1 request, the
+// sign of a gRPC call sent to keygate's HTTP port (or another web server).
+// A gRPC transport error says only that the answer was not HTTP/2, in
+// words that name frames and prefaces; asking again in HTTP/1.1 is the
+// honest way to tell.
+func (c *checkCmd) answersHTTP(ctx context.Context) bool {
+	scheme, transport := "http", &http.Transport{DisableKeepAlives: true}
+	if c.tlsConfig != nil {
+		scheme, transport.TLSClientConfig = "https", c.tlsConfig.Clone()
+		transport.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	client := &http.Client{Transport: transport, Timeout: 2 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+c.Addr+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
 }
 
 func (c *checkCmd) request() *authv3.CheckRequest {

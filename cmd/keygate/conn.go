@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/store"
@@ -112,9 +116,23 @@ func (c *connFlags) logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// storeUse says whether a command may create the embedded store. Only
+// serve and migrate do: a `keys create` run in the wrong directory must not
+// print a token for a fresh store that no replica reads.
+type storeUse int
+
+const (
+	existingStore storeUse = iota
+	createStore
+)
+
+// embeddedPath is the embedded store's file in --data-dir.
+func (c *connFlags) embeddedPath() string { return filepath.Join(c.DataDir, "keygate.db") }
+
 // open opens the store that the flags select, PostgreSQL or the embedded
-// one, and says which.
-func (c *connFlags) open(ctx context.Context, logger *slog.Logger) (st store.Store, embedded bool, err error) {
+// one, and says which. A --data-dir that does not exist is an error for
+// every command; a missing keygate.db is one unless use is createStore.
+func (c *connFlags) open(ctx context.Context, logger *slog.Logger, use storeUse) (st store.Store, embedded bool, err error) {
 	if c.DatabaseURL != "" {
 		pg, err := postgres.Open(ctx, postgres.Config{URL: c.DatabaseURL, ListenURL: c.ListenDatabaseURL, ReadURL: c.ReadDatabaseURL, Now: time.Now, Logger: logger})
 		if err != nil {
@@ -122,10 +140,18 @@ func (c *connFlags) open(ctx context.Context, logger *slog.Logger) (st store.Sto
 		}
 		return pg, false, nil
 	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("--data-dir: %w", err)
+	if err := c.checkDataDir(); err != nil {
+		return nil, false, err
 	}
-	path := filepath.Join(c.DataDir, "keygate.db")
+	path := c.embeddedPath()
+	if use == existingStore {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if abs, err := filepath.Abs(path); err == nil {
+				path = abs // "keygate.db" alone would not say where it looked
+			}
+			return nil, false, usageErrorf("no embedded store at %s (only serve and migrate create one): is --database-url or KEYGATE_DATABASE_URL missing, or --data-dir wrong?", path)
+		}
+	}
 	lite, err := openEmbedded(ctx, path, logger)
 	if err != nil {
 		return nil, false, fmt.Errorf("opening the embedded store %s: %w", path, err)
@@ -133,10 +159,35 @@ func (c *connFlags) open(ctx context.Context, logger *slog.Logger) (st store.Sto
 	return lite, true, nil
 }
 
+// checkDataDir fails unless --data-dir is an existing directory: no
+// command creates it.
+func (c *connFlags) checkDataDir() error {
+	switch fi, err := os.Stat(c.DataDir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usageErrorf("--data-dir %s does not exist; create it, or set --database-url (KEYGATE_DATABASE_URL) for PostgreSQL", c.DataDir)
+	case err != nil:
+		return usageErrorf("--data-dir: %v", err)
+	case !fi.IsDir():
+		return usageErrorf("--data-dir %s is not a directory", c.DataDir)
+	}
+	return nil
+}
+
+// databaseAddr is the host:port of a PostgreSQL URL, for messages that
+// must name the server but never repeat the URL (it may hold a password).
+func databaseAddr(raw string) string {
+	cfg, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return postgres.Addr(cfg)
+}
+
 // openMigrated opens the store and applies the migrations, which are
-// idempotent: a CLI write on a fresh embedded store just works.
-func (c *connFlags) openMigrated(ctx context.Context, logger *slog.Logger) (store.Store, bool, error) {
-	st, embedded, err := c.open(ctx, logger)
+// idempotent, so that a store written by an older keygate is brought up to
+// date by whichever command opens it first.
+func (c *connFlags) openMigrated(ctx context.Context, logger *slog.Logger, use storeUse) (store.Store, bool, error) {
+	st, embedded, err := c.open(ctx, logger, use)
 	if err != nil {
 		return nil, false, err
 	}

@@ -72,13 +72,33 @@ func (h *healthcheckCmd) Run(d *deps) error {
 // versionCmd is `keygate version`.
 type versionCmd struct{}
 
-// Run prints the module version and VCS revision that Go recorded in the
-// binary, so there is no version variable to forget to set.
+// version is the release a build states, set with
+// -ldflags "-X main.version=v1.2.3" (the Dockerfile's VERSION build arg): a
+// build from a source tree without .git, like the image's, records no
+// module version. Empty means the version Go recorded.
+var version string
+
+// Run prints the version (the ldflags one, else the module version Go
+// recorded) and the VCS revision Go recorded in the binary.
 func (versionCmd) Run(d *deps) error {
-	version, revision, goVersion := "(devel)", "", ""
+	v, revision, goVersion := buildVersion()
+	fmt.Fprintf(d.stdout, "keygate %s", v)
+	if revision != "" {
+		fmt.Fprintf(d.stdout, " (%s)", revision)
+	}
+	fmt.Fprintf(d.stdout, " %s\n", goVersion)
+	return nil
+}
+
+// buildVersion is the version a build states (version, set by ldflags)
+// or else what Go recorded in the binary: the module version ("(devel)"
+// for a build from a work tree), the VCS revision ("" when unknown) and
+// the Go version; `keygate version` and keygate_build_info say the same.
+func buildVersion() (v, revision, goVersion string) {
+	v = "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
-			version = bi.Main.Version
+			v = bi.Main.Version
 		}
 		goVersion = bi.GoVersion
 		for _, s := range bi.Settings {
@@ -87,10 +107,8 @@ func (versionCmd) Run(d *deps) error {
 			}
 		}
 	}
-	fmt.Fprintf(d.stdout, "keygate %s", version)
-	if revision != "" {
-		fmt.Fprintf(d.stdout, " (%s)", revision)
+	if version != "" {
+		v = version
 	}
-	fmt.Fprintf(d.stdout, " %s\n", goVersion)
-	return nil
+	return v, revision, goVersion
 }

@@ -64,7 +64,7 @@ func invoke(t *testing.T, e env, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := exitCode(run(ctx, args, e.getenv, &stdout, &stderr), &stderr)
+	code := exitCode(run(ctx, nil, args, e.getenv, &stdout, &stderr), &stderr)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
@@ -72,25 +72,57 @@ func invoke(t *testing.T, e env, args ...string) result {
 type server struct {
 	grpcAddr, httpAddr string
 	stdout, stderr     *syncBuffer
-	stop               func() error
+	// signal is a SIGTERM: the first ends serve's context, the second
+	// closes its hurry channel.
+	signal func()
+	// done is closed when serve has returned; err is what it returned.
+	done chan struct{}
+	err  error
+	stop func() error
 }
 
 // serve starts `keygate serve` on ports the kernel picks on 127.0.0.1 and
 // waits until it logs its addresses. It is stopped when the test ends.
+// Unless args set another, its --shutdown-delay is 0.
 func serve(t *testing.T, e env, args ...string) *server {
 	t.Helper()
+	s := start(t, e, args...)
+	s.waitForLog(t, "listening", 20*time.Second)
+	return s
+}
+
+// start starts `keygate serve` like serve, without waiting for it.
+func start(t *testing.T, e env, args ...string) *server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
-	done := make(chan error, 1)
-	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
-	go func() { done <- run(ctx, args, e.getenv, s.stdout, s.stderr) }()
+	hurry := make(chan struct{})
+	s := &server{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json",
+		"--shutdown-delay", "0"}, args...)
+	go func() {
+		defer close(s.done)
+		s.err = run(ctx, hurry, args, e.getenv, s.stdout, s.stderr)
+	}()
+	signals := 0
+	var mu sync.Mutex
+	s.signal = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		switch signals++; signals {
+		case 1:
+			cancel()
+		case 2:
+			close(hurry)
+		}
+	}
 	var once sync.Once
 	var stopErr error
 	s.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case stopErr = <-done:
+			case <-s.done:
+				stopErr = s.err
 			case <-time.After(15 * time.Second):
 				stopErr = context.DeadlineExceeded
 			}
@@ -102,25 +134,30 @@ func serve(t *testing.T, e env, args ...string) *server {
 			t.Errorf("serve returned %v", err)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	return s
+}
+
+// waitForLog waits until serve logs a line with message msg and takes the
+// addresses from it; it fails the test if serve ends first or d passes.
+func (s *server) waitForLog(t *testing.T, msg string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-done:
-			done <- err // for stop
-			t.Fatalf("serve ended early: %v\nstderr:\n%s", err, s.stderr.String())
+		case <-s.done:
+			t.Fatalf("serve ended early: %v\nstderr:\n%s", s.err, s.stderr.String())
 		default:
 		}
 		for _, line := range strings.Split(s.stderr.String(), "\n") {
 			var rec struct{ Msg, GRPC, HTTP string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Msg, msg) {
 				s.grpcAddr, s.httpAddr = rec.GRPC, rec.HTTP
-				return s
+				return
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("serve did not log its addresses\nstderr:\n%s", s.stderr.String())
-	return nil
+	t.Fatalf("serve did not log %q within %v\nstderr:\n%s", msg, d, s.stderr.String())
 }
 
 // backend is a store the end-to-end tests run against.
@@ -130,8 +167,18 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"embedded", func(t *testing.T) env { return env{"KEYGATE_DATA_DIR": t.TempDir()} }},
+	{"embedded", func(t *testing.T) env { return migrated(t, env{"KEYGATE_DATA_DIR": t.TempDir()}) }},
 	{"postgres", func(t *testing.T) env { return env{"KEYGATE_DATABASE_URL": pgtest.NewDatabase(t)} }},
+}
+
+// migrated creates e's store with `keygate migrate`, as an operator
+// would before the first `keys create`, and returns e.
+func migrated(t *testing.T, e env) env {
+	t.Helper()
+	if r := invoke(t, e, "migrate"); r.code != 0 {
+		t.Fatalf("migrate: exit %d: %s", r.code, r.stderr)
+	}
+	return e
 }
 
 // closedAddr is a 127.0.0.1 address where nothing listens.

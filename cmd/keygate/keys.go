@@ -12,6 +12,7 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/store"
 )
 
 // migrateCmd is `keygate migrate`.
@@ -22,7 +23,7 @@ type migrateCmd struct {
 // Run applies the migrations (under PostgreSQL's advisory lock).
 func (m *migrateCmd) Run(d *deps) error {
 	logger := m.Conn.logger(d.stderr)
-	st, _, err := m.Conn.openMigrated(d.ctx, logger)
+	st, _, err := m.Conn.openMigrated(d.ctx, logger, createStore)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func (o *orgArgs) do(d *deps, done string, op orgOp) error {
 	if err := manage.ValidateID("org_id", o.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "ORG"})
 	}
-	st, _, err := o.Conn.openMigrated(d.ctx, o.Conn.logger(d.stderr))
+	st, _, err := o.Conn.openMigrated(d.ctx, o.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
@@ -98,12 +99,12 @@ type keysCreateCmd struct {
 	User      string    `required:"" help:"User the key acts for."`
 	Name      string    `required:"" help:"Name of the key, 1–200 characters."`
 	Role      string    `xor:"scopes" help:"owner, admin, member or viewer (default member)."`
-	Scopes    []string  `xor:"scopes" sep:"," help:"Scopes instead of a role, comma-separated."`
+	Scopes    scopeList `xor:"scopes" placeholder:"SCOPES" help:"Scopes instead of a role, comma-separated."`
 	Project   []string  `sep:"none" help:"Restrict the key to a project; repeat for several (default: every project)."`
 	Type      string    `default:"secret" enum:"secret,publishable" help:"secret or publishable."`
 	Env       string    `default:"live" enum:"live,test" help:"live or test."`
 	ExpiresIn days      `name:"expires-in" placeholder:"DURATION" help:"Expire after this long: a Go duration or days (90d)."`
-	RateLimit *int      `name:"rate-limit" placeholder:"N" help:"Requests per minute (0: unlimited; default: the server's --rate-limit)."`
+	RateLimit *number   `name:"rate-limit" placeholder:"N" help:"Requests per minute (0: unlimited; default: the server's --rate-limit)."`
 	Metadata  string    `placeholder:"JSON" help:"A JSON object passed to Envoy with every allow (at most 4096 bytes)."`
 	JSON      bool      `name:"json" help:"Print the API's JSON answer instead of the token alone."`
 }
@@ -123,7 +124,7 @@ func (k *keysCreateCmd) Validate() error {
 		return fmt.Errorf("--expires-in must be positive")
 	}
 	if k.RateLimit != nil && *k.RateLimit < 0 {
-		return fmt.Errorf("--rate-limit must be 0 (unlimited) or more")
+		return fmt.Errorf("--rate-limit must be ≥ 0 (0: unlimited), got %d", *k.RateLimit)
 	}
 	if k.Metadata != "" && !json.Valid([]byte(k.Metadata)) {
 		return fmt.Errorf("--metadata must be a JSON object")
@@ -137,7 +138,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	nk := manage.NewKey{
 		OrgID: k.Org, UserID: k.User, Name: k.Name, Role: k.Role, Scopes: k.Scopes, ProjectIDs: k.Project,
 		Type: keygate.KeyType(k.Type), Environment: keygate.Environment(k.Env),
-		RateLimitPerMinute: k.RateLimit, CreateOrganization: true,
+		RateLimitPerMinute: (*int)(k.RateLimit), CreateOrganization: true,
 	}
 	if k.Metadata != "" {
 		nk.Metadata = json.RawMessage(k.Metadata)
@@ -153,7 +154,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	if err := manage.ValidateNewKey(nk, now); err != nil {
 		return cliError(err, createFlags())
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
@@ -186,11 +187,14 @@ func (k *keysListCmd) Run(d *deps) error {
 	if err := manage.ValidateID("org_id", k.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if err := requireOrg(d.ctx, st, k.Org); err != nil {
+		return err
+	}
 	keys, err := manage.New(st, k.Conn.format, time.Now).ListKeys(d.ctx, k.Org)
 	if err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
@@ -230,12 +234,18 @@ func (k *keysRevokeCmd) Run(d *deps) error {
 	if err := manage.ValidateID("org_id", k.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
 	}
-	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr))
+	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if err := requireOrg(d.ctx, st, k.Org); err != nil {
+		return err
+	}
 	key, err := manage.New(st, k.Conn.format, time.Now).RevokeKey(d.ctx, k.Org, k.ID, keygate.Actor{})
+	if keygate.ErrorCode(err) == keygate.CodeNotFound {
+		return fmt.Errorf("no key %s in organization %s (or it is revoked already); keygate keys list --org %s shows its keys", k.ID, k.Org, k.Org)
+	}
 	if err != nil {
 		return cliError(err, map[string]string{"org_id": "--org", "id": "ID"})
 	}
@@ -244,6 +254,21 @@ func (k *keysRevokeCmd) Run(d *deps) error {
 	}
 	fmt.Fprintf(d.stdout, "revoked %s\n", key.ID)
 	return nil
+}
+
+// requireOrg fails, exit status 1, when organization org does not exist,
+// so that a mistyped --org is named as such rather than answered with an
+// empty list or a missing key.
+func requireOrg(ctx context.Context, st store.Store, org string) error {
+	_, err := st.GetOrganization(ctx, org)
+	switch keygate.ErrorCode(err) {
+	case "":
+		return nil
+	case keygate.CodeNotFound:
+		return fmt.Errorf("organization %s does not exist", org)
+	default:
+		return fmt.Errorf("reading organization %s: %w", org, err)
+	}
 }
 
 // cliError turns a management error into the CLI's terms: a bad field

@@ -11,14 +11,51 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := exitCode(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr), os.Stderr)
+	ctx, hurry, stop := notifyShutdown(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := exitCode(run(ctx, hurry, os.Args[1:], os.Getenv, os.Stdout, os.Stderr), os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// notifyShutdown is signal.NotifyContext that also sees a second signal:
+// ctx ends at the first of sigs (serve starts draining), hurry is closed at
+// the second (serve skips the rest of --shutdown-delay). After the second,
+// the signals get their default action again, so a third one kills the
+// process. stop releases the signals and waits for the watcher to end.
+func notifyShutdown(parent context.Context, sigs ...os.Signal) (ctx context.Context, hurry <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, sigs...)
+	h := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		defer signal.Stop(ch)
+		select {
+		case <-ch:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-ch:
+			close(h)
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return ctx, h, func() {
+		once.Do(func() {
+			close(done)
+			<-exited
+			cancel()
+		})
+	}
 }
 
 // Exit codes. check uses 1 for a denied request, and every command 2 for a

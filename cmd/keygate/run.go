@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -24,7 +25,10 @@ type cli struct {
 
 // deps is what every command's Run receives: the process around it.
 type deps struct {
+	// ctx ends at the first SIGTERM or SIGINT; hurry is closed at the
+	// second (serve's drain skips the rest of --shutdown-delay).
 	ctx    context.Context
+	hurry  <-chan struct{}
 	getenv func(string) string
 	stdout io.Writer
 	stderr io.Writer
@@ -35,9 +39,9 @@ type deps struct {
 type kongExit int
 
 // run parses args and runs the selected command until it finishes or ctx
-// ends. It never exits the process; the error it returns carries the exit
-// status (see exitCode).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+// ends (hurry: see deps). It never exits the process; the error it returns
+// carries the exit status (see exitCode).
+func run(ctx context.Context, hurry <-chan struct{}, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	var c cli
 	parser, err := newParser(&c, getenv, stdout, stderr)
 	if err != nil {
@@ -60,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// Unknown flags, bad values and every Validate failure.
 		return &exitError{code: exitUsage, err: err}
 	}
-	return kctx.Run(&deps{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr})
+	return kctx.Run(&deps{ctx: ctx, hurry: hurry, getenv: getenv, stdout: stdout, stderr: stderr})
 }
 
 // newParser returns the kong parser of c, reading variables through getenv.
@@ -96,14 +100,34 @@ func takeEnvs(n *kong.Node, envs map[*kong.Value][]string) {
 }
 
 // envResolver gives a flag that the command line left unset the value of
-// its first non-empty variable.
+// its first non-empty variable. A value the flag cannot take is an error
+// naming the variable, since the command line the operator sees has no
+// such flag.
 func envResolver(envs map[*kong.Value][]string, getenv func(string) string) kong.Resolver {
 	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, error) {
 		for _, name := range envs[f.Value] {
-			if v := getenv(name); v != "" {
-				return v, nil
+			v := getenv(name)
+			if v == "" {
+				continue
 			}
+			if err := tryDecode(f, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err) // kong puts the flag's name before it
+			}
+			return v, nil
 		}
 		return nil, nil
 	})
+}
+
+// tryDecode decodes v as f would, into a scratch value, so that a bad
+// value is reported before kong reports it without the variable's name.
+func tryDecode(f *kong.Flag, v string) error {
+	if f.Enum != "" && !f.EnumMap()[v] {
+		return fmt.Errorf("must be one of %s but got %q", strings.Join(f.EnumSlice(), ", "), v)
+	}
+	target := reflect.New(f.Target.Type()).Elem()
+	if target.Kind() == reflect.Pointer {
+		target.Set(reflect.New(target.Type().Elem()))
+	}
+	return f.Mapper.Decode(&kong.DecodeContext{Value: f.Value, Scan: kong.Scan().PushTyped(v, kong.FlagValueToken)}, target)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -54,7 +56,8 @@ type serveCmd struct {
 	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
 	PollInterval     time.Duration `name:"poll-interval" env:"KEYGATE_POLL_INTERVAL" default:"500ms" help:"How often the key-events log is read."`
 	DocsURL          string        `name:"docs-url" env:"KEYGATE_DOCS_URL" default:"https://github.com/keygate/keygate/blob/main/README.md" placeholder:"URL" help:"Base of docs_url in deny bodies (<docs-url>#<code>)."`
-	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after SIGTERM before connections are cut."`
+	ShutdownDelay    time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
+	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
 
 	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself; two missed heartbeats reconnect it."`
 	MaxStaleness      time.Duration `name:"max-staleness" env:"KEYGATE_MAX_STALENESS" default:"30s" help:"Serve cached keys for at most this long since the events log was last read; then ask the store, or deny with 503."`
@@ -63,8 +66,8 @@ type serveCmd struct {
 	PruneInterval     time.Duration `name:"prune-interval" env:"KEYGATE_PRUNE_INTERVAL" default:"1h" help:"How often old key events are pruned."`
 
 	Policy          string   `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
-	RateLimit       int      `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
-	FailedAuthLimit int      `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
+	RateLimit       number   `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
+	FailedAuthLimit number   `name:"failed-auth-limit" env:"KEYGATE_FAILED_AUTH_LIMIT" default:"60" help:"Failed authentications per minute from one client address before it gets 429; 0: off."`
 	ClientIPHeader  string   `name:"client-ip-header" env:"KEYGATE_CLIENT_IP_HEADER" placeholder:"HEADER" help:"Header holding the client address when Envoy is behind a load balancer (e.g. x-envoy-external-address)."`
 	TrustedProxies  []string `name:"trusted-proxies" env:"KEYGATE_TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128" sep:"," placeholder:"CIDR,..." help:"Proxies skipped in a list-valued --client-ip-header, and the only HTTP peers whose --client-ip-header is believed."`
 
@@ -94,6 +97,9 @@ func (s *serveCmd) Validate() error {
 			return fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
 		}
 	}
+	if s.RateLimit < 0 {
+		return fmt.Errorf("--rate-limit must be ≥ 0 (0: unlimited), got %d", s.RateLimit)
+	}
 	az := s.extauthzConfig()
 	if err := az.Validate(); err != nil {
 		return err // it names --header-prefix
@@ -115,6 +121,9 @@ func (s *serveCmd) Validate() error {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
 		}
 	}
+	if s.ShutdownDelay < 0 {
+		return fmt.Errorf("--shutdown-delay must be 0 (no delay) or more, got %s", s.ShutdownDelay)
+	}
 	if s.TLSReloadInterval <= 0 {
 		return fmt.Errorf("--tls-reload-interval must be positive, got %s", s.TLSReloadInterval)
 	}
@@ -133,7 +142,7 @@ func (s *serveCmd) Validate() error {
 	}
 	s.trustedProxies = proxies
 	if s.FailedAuthLimit < 0 {
-		return fmt.Errorf("--failed-auth-limit %d must be 0 (off) or more", s.FailedAuthLimit)
+		return fmt.Errorf("--failed-auth-limit must be ≥ 0 (0: off), got %d", s.FailedAuthLimit)
 	}
 	if s.Policy != "" {
 		if _, err := policy.Load(s.Policy); err != nil {
@@ -165,36 +174,123 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		HeaderPrefix:     s.HeaderPrefix,
 		StripCredentials: s.StripCredentials,
 		DocsURL:          s.DocsURL,
-		DefaultRateLimit: s.RateLimit,
+		DefaultRateLimit: int(s.RateLimit),
 		ClientIPHeader:   s.ClientIPHeader,
 		TrustedProxies:   s.trustedProxies,
 	}
 }
 
-// Run serves until d.ctx ends (SIGTERM or SIGINT), then drains: health
-// NOT_SERVING, in-flight checks finish (up to --shutdown-timeout), exit 0.
-func (s *serveCmd) Run(d *deps) error {
+// Run serves until d.ctx ends (SIGTERM or SIGINT), then drains (see
+// drain). /healthz and /readyz answer from the start, while the store is
+// opened and migrated (retried with backoff when PostgreSQL does not
+// answer); ext_authz and the management API are served once it is ready.
+func (s *serveCmd) Run(d *deps) (err error) {
 	ctx := d.ctx
 	logger := s.Conn.logger(d.stderr)
-	st, embedded, err := s.Conn.openMigrated(ctx, logger)
+	defer func() {
+		// A signal before serve was ready is a normal stop, exit 0.
+		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			logger.Info("stopped before serving")
+			err = nil
+		}
+	}()
+	if s.Conn.DatabaseURL == "" {
+		// Before anything is bound or logged: a wrong --data-dir is one line.
+		if err := s.Conn.checkDataDir(); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newBuildInfo())
+	grpcMetrics := newGRPCMetrics()
+	reg.MustRegister(grpcMetrics)
+
+	// Both listeners are bound first, so a taken port fails the start at
+	// once; gRPC is served once the store is ready.
+	grpcLis, err := net.Listen("tcp", s.GRPCAddr)
 	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	defer grpcLis.Close()
+	httpLis, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+	defer httpLis.Close()
+	var grpcOpts []grpc.ServerOption
+	var tlsServers []*tlsfiles.Server
+	if f := s.grpcTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "grpc", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(ts.Config())))
+	}
+	life := newLifecycle(s.storeName())
+	web := newWebServer(logger)
+	web.Handler = life
+	if f := s.httpTLS(); f.Enabled() {
+		ts, err := tlsfiles.NewServer(f, "http", logger, reg)
+		if err != nil {
+			return err
+		}
+		tlsServers = append(tlsServers, ts)
+		web.TLSConfig = ts.Config()
+		httpLis = tls.NewListener(httpLis, web.TLSConfig)
+	}
+
+	// Everything below runs until stopRun, which comes after the servers
+	// have drained, so that the listener, the throttle and the certificate
+	// reloaders keep working through --shutdown-delay.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
+	defer func() {
+		// On a failed start: stop what did start. After a drain: no-ops.
+		stopRun()
+		web.Close()
+		_ = g.Wait()
+	}()
+	for _, ts := range tlsServers {
+		g.Go(func() error { return ts.Run(gctx, s.TLSReloadInterval) })
+	}
+	g.Go(func() error {
+		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	logger.Info("starting: health on --http-addr now, ext_authz and the API once the store is ready",
+		"http", httpLis.Addr().String(), "grpc", grpcLis.Addr().String())
+
+	// startCtx ends at the first signal or when the HTTP server fails.
+	startCtx, cancelStart := context.WithCancel(gctx)
+	defer cancelStart()
+	defer context.AfterFunc(ctx, cancelStart)()
+	st, embedded, err := s.openStore(startCtx, logger, life)
+	if err != nil {
+		if ctx.Err() == nil && gctx.Err() != nil {
+			return g.Wait() // the HTTP server failed: its error, not the cancellation
+		}
 		return err
 	}
 	defer st.Close()
 	if embedded {
-		if err := s.bootstrap(ctx, d, st, logger); err != nil {
+		if err := s.bootstrap(startCtx, d, st, logger); err != nil {
 			return err
 		}
+	} else {
+		s.announceFirstKey(startCtx, st, logger)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	azCfg := s.extauthzConfig()
 	azCfg.Logger, azCfg.Registerer = logger, reg
 	keys, err := cache.New(st, cache.Config{
 		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
 		MaxStaleness: s.MaxStaleness,
-		Prepare:      azCfg.Prepare, Now: time.Now, Registerer: reg, Logger: logger,
+		Metadata:     extauthz.MetadataEncoding, Now: time.Now, Registerer: reg, Logger: logger,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the key cache: %w", err)
@@ -206,7 +302,7 @@ func (s *serveCmd) Run(d *deps) error {
 	}
 	// Find the log's end before the first lookup, so no event between a
 	// load and the follower's start can be missed.
-	if err := follower.Start(ctx); err != nil {
+	if err := follower.Start(startCtx); err != nil {
 		return fmt.Errorf("reading the key-events log: %w", err)
 	}
 	var listener *postgres.Listener
@@ -252,7 +348,7 @@ func (s *serveCmd) Run(d *deps) error {
 	azCfg.Limiter = limiter
 	var throttle *ratelimit.Throttle
 	if s.FailedAuthLimit > 0 {
-		if throttle, err = ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: s.FailedAuthLimit, Registerer: reg}); err != nil {
+		if throttle, err = ratelimit.NewThrottle(ratelimit.ThrottleConfig{Limit: int(s.FailedAuthLimit), Registerer: reg}); err != nil {
 			return err
 		}
 		azCfg.Throttle = throttle
@@ -273,68 +369,40 @@ func (s *serveCmd) Run(d *deps) error {
 		return err
 	}
 
-	grpcLis, err := net.Listen("tcp", s.GRPCAddr)
+	grpcOpts = append(grpcOpts,
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()))
+	// Check is read straight from the wire and answered as written
+	// (extauthz.WireCodec); health and reflection use protobuf as usual.
+	codec, err := extauthz.WireCodec()
 	if err != nil {
-		return fmt.Errorf("--grpc-addr: %w", err)
+		return err
 	}
-	defer grpcLis.Close()
-	httpLis, err := net.Listen("tcp", s.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("--http-addr: %w", err)
-	}
-	defer httpLis.Close()
-
-	var grpcOpts []grpc.ServerOption
-	var tlsServers []*tlsfiles.Server
-	if f := s.grpcTLS(); f.Enabled() {
-		ts, err := tlsfiles.NewServer(f, "grpc", logger, reg)
-		if err != nil {
-			return err
-		}
-		tlsServers = append(tlsServers, ts)
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(ts.Config())))
-	}
-	gs := grpc.NewServer(append(extauthz.ServerOptions(), grpcOpts...)...)
-	authv3.RegisterAuthorizationServer(gs, authz)
+	gs := grpc.NewServer(append(append(extauthz.ServerOptions(), codec), grpcOpts...)...)
+	authz.Register(gs)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	web := &http.Server{
-		Handler: httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Logger: logger,
-			Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(s.RateLimit)),
-			Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
-				state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
-					MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
-				if listener != nil {
-					state.Notifications, state.Connected = "listen", listener.Connected()
-				}
-				return state
-			}}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slogErrorLog(logger),
-	}
-	web.Handler = s.withConsole(web.Handler)
+	grpcMetrics.InitializeMetrics(gs) // every method's series exist from the start, at 0
+	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger,
+		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(int(s.RateLimit))),
+		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
+			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
+				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
+			if listener != nil {
+				state.Notifications, state.Connected = "listen", listener.Connected()
+			}
+			return state
+		}})
 
-	if f := s.httpTLS(); f.Enabled() {
-		ts, err := tlsfiles.NewServer(f, "http", logger, reg)
-		if err != nil {
-			return err
-		}
-		tlsServers = append(tlsServers, ts)
-		web.TLSConfig = ts.Config()
-		httpLis = tls.NewListener(httpLis, web.TLSConfig)
-	}
-	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
-		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
-	g, gctx := errgroup.WithContext(ctx)
-	// The follower outlives the servers so that checks still in flight
-	// during the drain see revocations.
+	// The follower and the last-used writer outlive the servers, so that
+	// checks still in flight during the drain see revocations and their
+	// use is flushed once more after the last one.
 	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFollowing()
 	g.Go(func() error { return follower.Run(followCtx) })
-	// last_used_at is flushed once more after the servers drained.
 	g.Go(func() error { return usage.Run(followCtx) })
 	if listener != nil {
 		g.Go(func() error { return listener.Run(gctx) })
@@ -347,37 +415,183 @@ func (s *serveCmd) Run(d *deps) error {
 		g.Go(func() error { return throttle.Run(gctx) })
 	}
 	g.Go(func() error { return s.prune(gctx, st, logger) })
-	g.Go(func() error { return gs.Serve(grpcLis) })
-	for _, ts := range tlsServers {
-		g.Go(func() error { return ts.Run(gctx, s.TLSReloadInterval) })
-	}
 	g.Go(func() error {
-		if err := web.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+		// A signal right after the start can stop gs before Serve runs.
+		if err := gs.Serve(grpcLis); !errors.Is(err, grpc.ErrServerStopped) {
 			return err
 		}
 		return nil
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		logger.Info("shutting down", "timeout", s.ShutdownTimeout)
-		hs.Shutdown() // NOT_SERVING first: Envoy stops sending new checks here
-		deadline := time.Now().Add(s.ShutdownTimeout)
-		force := time.AfterFunc(s.ShutdownTimeout, gs.Stop)
-		gs.GracefulStop()
-		force.Stop()
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		defer cancel()
-		if err := web.Shutdown(sctx); err != nil {
-			web.Close()
-		}
-		stopFollowing()
-		return nil
-	})
+	life.serve(s.withConsole(api))
+	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
+
+	s.drain(ctx, d.hurry, gctx, logger, hs, life, gs, web)
+	stopRun()
+	stopFollowing()
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// drain waits for the first signal (ctx) or a failed component (failed),
+// then shuts the servers down in the order SPEC §6 gives: not ready first
+// (gRPC health NOT_SERVING for every service, /readyz 503) while still
+// serving for --shutdown-delay, so that Envoy's health checks and
+// Kubernetes endpoints stop sending here; then stop accepting and let the
+// requests in flight finish, for at most --shutdown-timeout. A second
+// signal (hurry) skips the rest of the delay; a failure skips all of it.
+func (s *serveCmd) drain(ctx context.Context, hurry <-chan struct{}, failed context.Context, logger *slog.Logger,
+	hs *health.Server, life *lifecycle, gs *grpc.Server, web *http.Server) {
+	select {
+	case <-ctx.Done():
+	case <-failed.Done():
+	}
+	hs.Shutdown()
+	life.drain()
+	if ctx.Err() != nil && failed.Err() == nil && s.ShutdownDelay > 0 {
+		logger.Info("shutting down: not ready, still serving until the delay has passed; a second signal skips it",
+			"delay", s.ShutdownDelay)
+		t := time.NewTimer(s.ShutdownDelay)
+		select {
+		case <-t.C:
+		case <-hurry:
+			logger.Info("second signal: skipping the rest of the delay")
+		case <-failed.Done():
+		}
+		t.Stop()
+	}
+	logger.Info("stopping: no new connections, finishing requests in flight", "timeout", s.ShutdownTimeout)
+	deadline := time.Now().Add(s.ShutdownTimeout)
+	force := time.AfterFunc(s.ShutdownTimeout, gs.Stop)
+	gs.GracefulStop()
+	force.Stop()
+	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	if err := web.Shutdown(sctx); err != nil {
+		web.Close()
+	}
+}
+
+// storeName is what serve waits for while it opens the store, for /readyz
+// and the log: the database's host:port, never its URL.
+func (s *serveCmd) storeName() string {
+	if s.Conn.DatabaseURL == "" {
+		return "embedded store " + s.Conn.embeddedPath()
+	}
+	return "database " + databaseAddr(s.Conn.DatabaseURL)
+}
+
+// Backoff of serve's attempts to reach PostgreSQL at start.
+const (
+	storeRetryFirst = 250 * time.Millisecond
+	storeRetryMax   = 15 * time.Second
+)
+
+// openStore opens and migrates the store. PostgreSQL is retried with
+// jittered exponential backoff until it answers or ctx ends, and life says
+// meanwhile what serve waits for; the embedded store gets one attempt.
+func (s *serveCmd) openStore(ctx context.Context, logger *slog.Logger, life *lifecycle) (store.Store, bool, error) {
+	if s.Conn.DatabaseURL == "" {
+		return s.Conn.openMigrated(ctx, logger, createStore)
+	}
+	listenURL := s.Conn.ListenDatabaseURL
+	if listenURL == "" {
+		listenURL = s.Conn.DatabaseURL
+	}
+	delay := storeRetryFirst
+	for attempt := 1; ; attempt++ {
+		life.waitFor(s.storeName())
+		st, _, err := s.Conn.open(ctx, logger, createStore)
+		if err == nil {
+			life.waitFor("database " + databaseAddr(listenURL) + " (migrations)")
+			if err = st.Migrate(ctx); err == nil {
+				return st, false, nil
+			}
+			st.Close()
+			err = fmt.Errorf("migrating the store: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		logger.Warn("the database is not ready; retrying", "waiting_for", life.waiting(), "attempt", attempt,
+			"retry_in", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, storeRetryMax)
+	}
+}
+
+// announceFirstKey logs, on a PostgreSQL store where no key was ever
+// created, the command that makes the first owner key. serve prints no key
+// on PostgreSQL: several replicas start at once, and a token belongs on a
+// terminal, not in a container log.
+func (s *serveCmd) announceFirstKey(ctx context.Context, st store.Store, logger *slog.Logger) {
+	seq, err := st.LatestEventSeq(ctx)
+	if err != nil || seq != 0 {
+		return
+	}
+	logger.Info("the store has no keys yet; make the first owner key with the command below (with the same --database-url)",
+		"command", "keygate keys create --org ORG --user USER --name NAME --role owner")
+}
+
+// newGRPCMetrics returns the gRPC server metrics (grpc_server_started_total,
+// _handled_total by code, _msg_received_total, _msg_sent_total and the
+// grpc_server_handling_seconds histogram) of every service on --grpc-addr,
+// for serve's registry. Its buckets start at 50 µs: a cached Check takes
+// tens of microseconds, and Envoy's ext_authz timeout is usually 200 ms
+// to 1 s.
+func newGRPCMetrics() *grpcprom.ServerMetrics {
+	return grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}),
+	))
+}
+
+// newBuildInfo is keygate_build_info{version,revision,goversion} 1, so a
+// dashboard can tell which build each replica runs.
+func newBuildInfo() prometheus.Collector {
+	version, revision, goVersion := buildVersion()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "keygate_build_info",
+		Help:        "Always 1; its labels say which keygate build this is.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// Limits of the HTTP server (API, console, health). The write timeout
+// bounds a whole response, so it must outlast the longest wait a request
+// may ask for (SPEC §12: ?wait=true&timeout= up to 30 s) by at least 5 s.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second // headers and a body of at most 64 KiB
+	httpWriteTimeout      = 40 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	// httpMaxHeaderBytes is Envoy's default request-header limit (60 KiB)
+	// with room to spare; a larger request line and headers get 431.
+	httpMaxHeaderBytes = 64 << 10
+)
+
+// newWebServer returns the HTTP server of --http-addr with its limits set,
+// so that a slow or oversized client cannot hold a connection or memory.
+func newWebServer(logger *slog.Logger) *http.Server {
+	return &http.Server{
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slogErrorLog(logger),
+	}
 }
 
 // prune deletes key events older than --events-retention every

@@ -61,3 +61,55 @@ func parseDays(s string) (time.Duration, error) {
 	}
 	return v, nil
 }
+
+// number is an int flag that also takes a negative value as its own
+// argument (--rate-limit -5), which kong would read as a short flag -5, so
+// that the command's Validate can say what the flag accepts.
+type number int
+
+// Decode implements kong.MapperValue.
+func (n *number) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if t := ctx.Scan.Peek(); t.Type == kong.UntypedToken && isNegativeNumber(t.Value) {
+		s = ctx.Scan.Pop().Value.(string)
+	} else if err := ctx.Scan.PopValueInto("number", &s); err != nil {
+		return err
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("expected a whole number but got %q", s)
+	}
+	*n = number(v)
+	return nil
+}
+
+func isNegativeNumber(v any) bool {
+	s, ok := v.(string)
+	if !ok || len(s) < 2 || s[0] != '-' {
+		return false
+	}
+	for _, c := range s[1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// scopeList is --scopes: comma-separated, repeatable. An empty value is
+// an error rather than no flag at all, which would give the key a role's
+// scopes instead.
+type scopeList []string
+
+// Decode implements kong.MapperValue.
+func (l *scopeList) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("scopes", &s); err != nil {
+		return err
+	}
+	if strings.TrimSpace(s) == "" {
+		return fmt.Errorf("expected scopes, comma-separated (read,write), but got an empty value; for a role's scopes use --role")
+	}
+	*l = append(*l, strings.Split(s, ",")...)
+	return nil
+}

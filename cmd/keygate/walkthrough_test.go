@@ -116,8 +116,8 @@ func TestWalkthrough(t *testing.T) {
 			if got := listKeys(t, e, "acme"); len(got.Data) != 0 {
 				t.Errorf("keys list after revoke = %+v, want none", got.Data)
 			}
-			if r := invoke(t, e, "keys", "revoke", "--org", "acme", key.ID); r.code != 1 || !strings.Contains(r.stderr, "not_found") {
-				t.Errorf("second revoke: exit %d %q, want 1 not_found", r.code, r.stderr)
+			if r := invoke(t, e, "keys", "revoke", "--org", "acme", key.ID); r.code != 1 || !strings.Contains(r.stderr, "no key "+key.ID+" in organization acme") {
+				t.Errorf("second revoke: exit %d %q, want 1 and no key %s in organization acme", r.code, r.stderr, key.ID)
 			}
 
 			if r := invoke(t, e, "orgs", "disable", "beta"); r.code != 0 {

@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testskip"
 )
 
 // RequireEnv is the variable that turns a missing PgBouncer into a failure.
@@ -273,7 +274,7 @@ func skipOrFail(t testing.TB, msg string) {
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatal("pgbouncer: " + msg + " (" + RequireEnv + "=1, so this fails instead of skipping)")
 	}
-	t.Skip("pgbouncer: " + msg + "; skipping (set " + RequireEnv + "=1 to fail instead)")
+	testskip.Skip(t, "pgbouncer: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // also on the terminal: `go test ./...` hides skips
 }
 
 // freeAddr is a 127.0.0.1 address that was free a moment ago.

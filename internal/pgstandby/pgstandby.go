@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testskip"
 )
 
 // RequireEnv is the variable that turns a missing standby into a failure.
@@ -311,7 +312,7 @@ func skipOrFail(t testing.TB, msg string) {
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatal("pgstandby: " + msg + " (" + RequireEnv + "=1, so this fails instead of skipping)")
 	}
-	t.Skip("pgstandby: " + msg + "; skipping (set " + RequireEnv + "=1 to fail instead)")
+	testskip.Skip(t, "pgstandby: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // also on the terminal: `go test ./...` hides skips
 }
 
 // freeAddr is a 127.0.0.1 address that was free a moment ago.

@@ -2,7 +2,8 @@
 // that touch PostgreSQL run in parallel without seeing each other's rows.
 //
 // The server is KEYGATE_TEST_DATABASE_URL (default DefaultURL). When it does
-// not answer, the test is skipped with a message saying so, unless
+// not answer, the test is skipped with a message saying so (written on the
+// terminal too, see package testskip), unless
 // KEYGATE_TEST_REQUIRE_POSTGRES=1 (set by CI), where it fails.
 package pgtest
 
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/internal/testskip"
 )
 
 // DefaultURL is the server used when KEYGATE_TEST_DATABASE_URL is unset.
@@ -45,7 +48,7 @@ func NewDatabase(t testing.TB) string {
 		if os.Getenv("KEYGATE_TEST_REQUIRE_POSTGRES") == "1" {
 			t.Fatal(msg + " (KEYGATE_TEST_REQUIRE_POSTGRES=1, so this fails instead of skipping)")
 		}
-		t.Skip(msg)
+		testskip.Skip(t, msg) // also on the terminal: `go test ./...` hides skips
 	}
 	defer admin.Close(context.Background())
 

@@ -12,3 +12,6 @@ func (s *Store) SetBeforeCommit(f func(ctx context.Context, seq int64)) { s.befo
 
 // Pool exposes the store's pool to tests.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Migrations are the embedded migration files, for tests that count them.
+var Migrations = migrations

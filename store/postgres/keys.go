@@ -353,6 +353,11 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		if err != nil {
 			return nil, err
 		}
+		if u.Allowed != nil {
+			if err := u.Allowed(old); err != nil {
+				return nil, err
+			}
+		}
 		next := u.Apply(old, now)
 		k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys AS k SET name = $2, disabled_at = $3,
 				rate_limit_per_minute = $4, expires_at = $5, metadata = $6::jsonb

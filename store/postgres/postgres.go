@@ -27,6 +27,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -108,11 +110,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: invalid listen database URL (--listen-database-url): %w", err)
 	}
+	boundConnect(poolCfg.ConnConfig)
+	boundConnect(listenCfg.ConnConfig)
 	var readCfg *pgxpool.Config
 	if cfg.ReadURL != "" {
 		if readCfg, err = pgxpool.ParseConfig(cfg.ReadURL); err != nil {
 			return nil, fmt.Errorf("postgres: invalid read database URL (--read-database-url): %w", err)
 		}
+		boundConnect(readCfg.ConnConfig)
 	}
 	s := &Store{listenCfg: listenCfg.ConnConfig, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
@@ -134,7 +139,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := s.pool.Ping(ctx); err != nil {
 		s.pool.Close()
-		return nil, fmt.Errorf("postgres: pinging %s@%s/%s: %w", poolCfg.ConnConfig.User, poolCfg.ConnConfig.Host, poolCfg.ConnConfig.Database, err)
+		c := poolCfg.ConnConfig
+		return nil, fmt.Errorf("postgres: cannot reach the database at %s (user %s, database %s, connect timeout %s): %w",
+			Addr(&c.Config), c.User, c.Database, c.ConnectTimeout, err)
 	}
 	if readCfg != nil {
 		if s.read, err = pgxpool.NewWithConfig(ctx, readCfg); err != nil {
@@ -157,6 +164,27 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // (describe_exec).
 func pooledUnsafe(m pgx.QueryExecMode) bool {
 	return m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeDescribeExec
+}
+
+// DefaultConnectTimeout bounds every connection attempt whose URL sets no
+// connect_timeout, so a server that accepts and never answers is an error
+// rather than a silent hang.
+const DefaultConnectTimeout = 5 * time.Second
+
+// boundConnect gives cfg DefaultConnectTimeout unless its URL set a
+// timeout. connect_timeout=0, libpq's "wait for ever", gets it too: a
+// hang is never what an operator wants.
+func boundConnect(cfg *pgx.ConnConfig) {
+	if cfg.ConnectTimeout > 0 {
+		return
+	}
+	cfg.ConnectTimeout = DefaultConnectTimeout // pgconn bounds the dial and the start-up exchange with it
+}
+
+// Addr is the host:port of a connection configuration, for messages that
+// must name the server but never repeat the URL (it may hold a password).
+func Addr(cfg *pgconn.Config) string {
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 }
 
 // Ping checks that the pool's database answers.

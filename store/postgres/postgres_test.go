@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"io/fs"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,8 +99,12 @@ func TestMigrate_ConcurrentReplicasOnFreshDatabase(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
-	if applied != 1 {
-		t.Errorf("goose_db_version has %d applied migrations, want 1 (each applied once)", applied)
+	files, err := fs.Glob(postgres.Migrations, "migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != len(files) {
+		t.Errorf("goose_db_version has %d applied migrations, want %d (each applied once)", applied, len(files))
 	}
 	if _, err := stores[0].CreateOrganization(t.Context(), "acme", keygate.Actor{}); err != nil {
 		t.Errorf("store unusable after concurrent migrations: %v", err)
@@ -311,5 +317,89 @@ func TestOpen_KeepsExecModeFromURL(t *testing.T) {
 				t.Errorf("%d prepared statements on the pool's connection; want prepared=%t", n, tc.prepared)
 			}
 		})
+	}
+}
+
+// silentServer is a 127.0.0.1 address that accepts connections and never
+// answers, like a database behind a dead NAT entry or a hung proxy.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestOpen_SilentServerIsABoundedError: a server that accepts and never
+// answers fails Open after the connect timeout (5 s unless the URL sets
+// connect_timeout), naming host:port and never the password.
+func TestOpen_SilentServerIsABoundedError(t *testing.T) {
+	for _, tt := range []struct {
+		name, query string
+		want        time.Duration
+	}{
+		{"default", "sslmode=disable", postgres.DefaultConnectTimeout},
+		{"from the URL", "sslmode=disable&connect_timeout=1", time.Second},
+		{"zero is not for ever", "connect_timeout=0", postgres.DefaultConnectTimeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			addr := silentServer(t)
+			start := time.Now()
+			_, err := postgres.Open(t.Context(), postgres.Config{URL: "postgres://kg:hunter2@" + addr + "/keygate?" + tt.query})
+			took := time.Since(start)
+			if err == nil {
+				t.Fatal("Open succeeded against a silent server")
+			}
+			if took < tt.want-100*time.Millisecond || took > tt.want+1500*time.Millisecond {
+				t.Errorf("Open failed after %v, want about %v", took, tt.want)
+			}
+			if msg := err.Error(); !strings.Contains(msg, addr) || strings.Contains(msg, "hunter2") {
+				t.Errorf("error %q: want it to name %s and not the password", msg, addr)
+			}
+		})
+	}
+}
+
+// TestMigrate_SilentListenServerIsABoundedError: the direct connection of
+// migrations has the same bound (LISTEN connects with the same config).
+func TestMigrate_SilentListenServerIsABoundedError(t *testing.T) {
+	t.Parallel()
+	addr := silentServer(t)
+	s, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t),
+		ListenURL: "postgres://kg:hunter2@" + addr + "/keygate?sslmode=disable"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Without the bound these would wait for ever; the test gives up at 20 s.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	limit := postgres.DefaultConnectTimeout + 1500*time.Millisecond
+	start := time.Now()
+	if err := s.Migrate(ctx); err == nil || time.Since(start) > limit {
+		t.Errorf("Migrate over a silent listen URL: %v after %v, want an error within %v", err, time.Since(start), limit)
 	}
 }

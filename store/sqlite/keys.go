@@ -372,6 +372,11 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		if err != nil {
 			return nil, err
 		}
+		if u.Allowed != nil {
+			if err := u.Allowed(old); err != nil {
+				return nil, err
+			}
+		}
 		next := u.Apply(old, now)
 		var rate *int64
 		if next.RateLimitPerMinute != nil {

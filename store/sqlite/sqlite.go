@@ -4,7 +4,9 @@
 // `keygate serve` and CLI commands in other processes share the file at the
 // same time, so every connection runs in WAL mode (readers never block the
 // writer), waits on a busy timeout instead of failing, enforces foreign
-// keys, and starts write transactions with BEGIN IMMEDIATE: a transaction
+// keys, syncs every commit to disk (synchronous=FULL: with NORMAL, a revoke
+// acknowledged just before a power cut could be lost and the key work
+// again), and starts write transactions with BEGIN IMMEDIATE: a transaction
 // that will write takes the write lock first, so it never has to upgrade a
 // stale read snapshot and fail with SQLITE_BUSY. Writers are serialized by
 // SQLite itself, so event sequence numbers become visible in commit order.
@@ -21,6 +23,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -66,15 +70,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if strings.Contains(cfg.Path, "?") {
 		return nil, fmt.Errorf("sqlite: database path %q must not contain '?'", cfg.Path)
 	}
-	dsn := cfg.Path + fmt.Sprintf("?_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate",
+	dsn := cfg.Path + fmt.Sprintf("?_busy_timeout=%d&_journal_mode=WAL&_foreign_keys=1&_synchronous=FULL&_txlock=immediate",
 		busyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: opening %s: %w", cfg.Path, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("sqlite: opening %s: %w", cfg.Path, err)
+		return nil, openError(cfg.Path, err)
 	}
 	s := &Store{db: db, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
@@ -84,6 +88,43 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return s, nil
+}
+
+// ping opens the first connection. Processes opening a new file together
+// race to switch it to WAL, and the loser gets SQLITE_BUSY at once: SQLite
+// does not wait where waiting could deadlock, so busy_timeout does not help.
+// ping retries that, within the busy timeout. (synchronous=FULL makes the
+// switch fsync, which widens the race.)
+func ping(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(lockPoll):
+		}
+	}
+}
+
+// openError explains a database file SQLite could not open or write. Its own
+// text, "unable to open database file (14)", names neither the file nor what
+// to check, and the usual cause is a directory that is missing or belongs to
+// another user (a container's working directory, a volume owned by root).
+func openError(path string, err error) error {
+	switch sqliteCode(err) & 0xff { // the primary result code
+	case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM:
+	default:
+		return fmt.Errorf("sqlite: opening %s: %w", path, err)
+	}
+	if abs, aerr := filepath.Abs(path); aerr == nil {
+		path = abs
+	}
+	return fmt.Errorf("sqlite: cannot open database file %s: check that directory %s exists and that it and the file are writable by uid %d gid %d, the user this process runs as (SQLite also creates %s-wal and %s-shm there): %w",
+		path, filepath.Dir(path), os.Getuid(), os.Getgid(), filepath.Base(path), filepath.Base(path), err)
 }
 
 // Ping checks that the database answers.

@@ -1,7 +1,10 @@
 package sqlite_test
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +111,22 @@ func TestWrites_TwoStoresOnOneFile(t *testing.T) {
 func TestOpen_NoPath(t *testing.T) {
 	if _, err := sqlite.Open(t.Context(), sqlite.Config{}); err == nil {
 		t.Error("Open without a path succeeded")
+	}
+}
+
+// TestOpen_UnopenableFileSaysWhatToCheck: SQLite's own text, "unable to open
+// database file (14)", names neither the file nor the cause. The error must
+// name the path and say what to check.
+func TestOpen_UnopenableFileSaysWhatToCheck(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	path := filepath.Join(dir, "keygate.db")
+	_, err := sqlite.Open(t.Context(), sqlite.Config{Path: path})
+	if err == nil {
+		t.Fatal("Open in a directory that does not exist succeeded")
+	}
+	for _, want := range []string{path, dir, "exists", "writable", fmt.Sprintf("uid %d", os.Getuid())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
 	}
 }

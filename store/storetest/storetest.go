@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"OrganizationErrors", testOrganizationErrors},
 		{"DuplicateKeyIDOrHashConflicts", testDuplicateKey},
 		{"UpdateKeyAppliesSetFields", testUpdateKey},
+		{"UpdateKeyAllowedSeesTheLockedKeyAndCanRefuse", testUpdateKeyAllowed},
 		{"RollKeepsOldTokenUntilGrace", testRollGrace},
 		{"RollWithoutGraceDropsOldTokens", testRollNoGrace},
 		{"PaginationWalksEveryKeyOnce", testPagination},
@@ -422,6 +423,39 @@ func testDuplicateKey(t *testing.T, e *env) {
 	wantErr(t, "RollKey(to a used hash)", err, keygate.ErrConflict)
 	if got := len(e.allEvents(t)); got != 2 {
 		t.Errorf("%d events after failed writes, want 2", got)
+	}
+}
+
+// A rule judged on an earlier read is judged again on the locked key: a
+// refusal writes nothing, neither the change nor an event.
+func testUpdateKeyAllowed(t *testing.T, e *env) {
+	e.org(t, "acme")
+	k := e.key(t, newKey(t, "acme"))
+	if _, err := e.s.UpdateKey(e.ctx, "acme", k.ID, store.KeyUpdate{Active: ptr(false)}, cli); err != nil {
+		t.Fatal(err)
+	}
+	events := len(e.allEvents(t))
+	refused := errors.New("refused")
+	var seen keygate.Key
+	_, err := e.s.UpdateKey(e.ctx, "acme", k.ID, store.KeyUpdate{Active: ptr(true), Allowed: func(cur keygate.Key) error {
+		seen = cur
+		return refused
+	}}, cli)
+	if !errors.Is(err, refused) {
+		t.Fatalf("UpdateKey = %v, want the Allowed error", err)
+	}
+	if seen.ID != k.ID || seen.DisabledAt == nil {
+		t.Errorf("Allowed saw %+v, want the key as it is now (inactive)", seen)
+	}
+	got, err := e.s.GetKey(e.ctx, "acme", k.ID)
+	if err != nil || got.DisabledAt == nil {
+		t.Errorf("after a refused update: %+v, %v; want the key still inactive", got, err)
+	}
+	if n := len(e.allEvents(t)); n != events {
+		t.Errorf("a refused update logged %d events", n-events)
+	}
+	if _, err := e.s.UpdateKey(e.ctx, "acme", k.ID, store.KeyUpdate{Active: ptr(true), Allowed: func(keygate.Key) error { return nil }}, cli); err != nil {
+		t.Errorf("UpdateKey with Allowed nil error = %v", err)
 	}
 }
 

@@ -1,0 +1,63 @@
+package manage
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/store"
+	"github.com/keygate/keygate/store/sqlite"
+)
+
+// racingStore deactivates the target key (an admin's concurrent PATCH)
+// between the read that manage judges a change on and the update itself.
+type racingStore struct {
+	*sqlite.Store
+	orgID, keyID string
+}
+
+func (r *racingStore) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error) {
+	if id == r.keyID {
+		if _, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, store.KeyUpdate{Active: ptr(false)}, keygate.Actor{}); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+	return r.Store.UpdateKey(ctx, orgID, id, u, by)
+}
+
+// A weaker key's active: true on an active key is a no-op, so it needs no
+// rights; but if an admin deactivates that key between manage's read and
+// the write, the same PATCH would reactivate it. The widening rule is
+// judged on the key as the update locks it (issue 12, item 5).
+func TestUpdateKeyAs_WideningIsJudgedOnTheLockedKey(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc := New(st, apikey.DefaultFormat(), time.Now)
+	owner, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "owner", Role: "owner", CreateOrganization: true}, keygate.Actor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	member, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "member", Role: "member", ProjectIDs: []string{"p1"}}, keygate.Actor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	racing := New(&racingStore{Store: st, orgID: "acme", keyID: owner.Key.ID}, apikey.DefaultFormat(), time.Now)
+	_, err = racing.UpdateKeyAs(ctx, Caller{Key: member.Key}, owner.Key.ID, KeyChanges{Active: ptr(true)})
+	if keygate.ErrorCode(err) != keygate.CodeInsufficientPermissions {
+		t.Errorf("member's active: true raced with a deactivation = %v; want insufficient_permissions", err)
+	}
+	k, err := st.GetKey(ctx, "acme", owner.Key.ID)
+	if err != nil || k.DisabledAt == nil {
+		t.Errorf("owner key after the race: %+v, %v; want it inactive", k, err)
+	}
+}
