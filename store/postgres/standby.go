@@ -54,14 +54,16 @@ type StandbyGate struct {
 	// and its events log was read recently; false sends every lookup to
 	// the primary.
 	Healthy func() bool
+	// Timeout bounds one standby lookup: a standby that does not answer in
+	// time (stuck behind a replay lock, or unreachable) is given up on for
+	// this lookup, and the primary answers. Zero means DefaultStandbyTimeout.
+	Timeout time.Duration
 	// Registerer receives the standby metrics; nil registers none.
 	Registerer prometheus.Registerer
 }
 
-// standbyTimeout bounds one standby lookup: a standby that does not answer
-// in time (stuck behind a replay lock, or unreachable) is given up on for
-// this lookup, and the primary answers.
-const standbyTimeout = time.Second
+// DefaultStandbyTimeout is StandbyGate.Timeout's default.
+const DefaultStandbyTimeout = time.Second
 
 // standbyRetry is how long lookups skip a standby after it failed.
 const standbyRetry = 5 * time.Second
@@ -95,6 +97,9 @@ func (s *Store) UseStandby(gate StandbyGate) error {
 	}
 	if gate.Position == nil || gate.Healthy == nil {
 		return errors.New("postgres: a standby needs Position and Healthy")
+	}
+	if gate.Timeout <= 0 {
+		gate.Timeout = DefaultStandbyTimeout
 	}
 	sb := &standby{
 		gate: gate,
@@ -149,7 +154,7 @@ func (s *Store) lookupStandby(ctx context.Context, h keygate.Hash) (rec *keygate
 	// Read before the query: a later invalidation can only raise it, and
 	// a load that raced one is not cached past it (cache generations).
 	need := sb.gate.Position()
-	qctx, cancel := context.WithTimeout(ctx, standbyTimeout)
+	qctx, cancel := context.WithTimeout(ctx, sb.gate.Timeout)
 	defer cancel()
 	rec, pos, err := s.queryStandby(qctx, h)
 	switch {

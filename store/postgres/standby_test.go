@@ -48,6 +48,7 @@ func openWithStandby(t *testing.T, primaryURL, readURL string) *standbyStore {
 	if err := s.UseStandby(postgres.StandbyGate{
 		Position:   g.pos.Load,
 		Healthy:    func() bool { return !g.unhealthy.Load() },
+		Timeout:    10 * time.Second, // a loaded machine must not turn an answer into a fallback
 		Registerer: reg,
 	}); err != nil {
 		t.Fatal(err)
