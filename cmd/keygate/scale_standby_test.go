@@ -74,6 +74,17 @@ func TestStandby_PausedReplayNeitherResurrectsNorHidesAKey(t *testing.T) {
 	took = within(t, rs[1:], apiTok, 200, created, time.Second, 0)
 	t.Logf("key created through replica 0 allowed by the others after %s with replay paused", fmtDurations(took))
 
+	// Revoked through replica 0's API, which every replica has cached by
+	// now: replica 0 denies it as soon as the call returns.
+	apiID, apiTok := rs[0].apiCreate(t, adminTok)
+	within(t, rs, apiTok, 200, time.Now(), time.Second, 0)
+	rs[0].apiRevoke(t, adminTok, apiID)
+	revoked := time.Now()
+	if got := rs[0].decide(t, apiTok); got != 401 {
+		t.Errorf("replica 0 right after revoking a key through its API: %d, want 401", got)
+	}
+	within(t, rs[1:], apiTok, 401, revoked, time.Second, 200*time.Millisecond)
+
 	// Replay resumes: the standby catches up and answers misses again.
 	sb.ResumeReplay(t)
 	resumed = true
