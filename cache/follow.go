@@ -43,6 +43,9 @@ type Follower struct {
 	now      func() time.Time
 
 	last atomic.Int64 // last applied sequence
+	// position is raised to an event's sequence before the event is
+	// applied (and to the log's end before a purge): see Position.
+	position atomic.Int64
 	// syncedAt is the last complete read of the log; nil before the first.
 	// A time.Time keeps the monotonic reading that SinceSync measures with.
 	syncedAt atomic.Pointer[time.Time]
@@ -108,6 +111,13 @@ func NewFollower(src EventSource, inv Invalidator, interval time.Duration, logge
 // LastSeq is the sequence of the last event applied.
 func (f *Follower) LastSeq() int64 { return f.last.Load() }
 
+// Position is the highest sequence the follower has applied or begun to
+// apply. It is raised before the invalidation it stands for, so a lookup
+// that began after an invalidation reads at least that event's sequence
+// here (LastSeq may still lag it): a hot standby that has replayed this
+// far holds everything the invalidation made stale (store/postgres).
+func (f *Follower) Position() int64 { return f.position.Load() }
+
 // SinceSync is how long ago the log was last read to its end; very long
 // before the first read.
 func (f *Follower) SinceSync() time.Duration {
@@ -125,6 +135,7 @@ func (f *Follower) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	f.position.Store(seq)
 	f.last.Store(seq)
 	now := f.now()
 	f.syncedAt.Store(&now)
@@ -191,6 +202,7 @@ func (f *Follower) Sync(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			f.position.Store(seq)
 			f.inv.Purge()
 			f.purges.Inc()
 			f.logger.Warn("events log pruned past the last applied event; cache purged", "last_seq", f.last.Load(), "now_seq", seq)
@@ -201,6 +213,7 @@ func (f *Follower) Sync(ctx context.Context) error {
 			return err
 		}
 		for _, ev := range evs {
+			f.position.Store(ev.Seq)
 			f.inv.Apply(ev)
 			f.applied.Inc()
 			f.last.Store(ev.Seq)

@@ -24,6 +24,7 @@ import (
 type connFlags struct {
 	DatabaseURL       string `name:"database-url" env:"KEYGATE_DATABASE_URL" placeholder:"URL" help:"PostgreSQL URL (postgres://…); unset: the embedded store in --data-dir."`
 	ListenDatabaseURL string `name:"listen-database-url" env:"KEYGATE_LISTEN_DATABASE_URL" placeholder:"URL" help:"Direct PostgreSQL URL for migrations and notifications when --database-url goes through a pooler (default: --database-url)."`
+	ReadDatabaseURL   string `name:"read-database-url" env:"KEYGATE_READ_DATABASE_URL" placeholder:"URL" help:"PostgreSQL hot standby for cache misses; its answer is used only when it has replayed every event this replica applied, else the primary answers."`
 	DataDir           string `name:"data-dir" env:"KEYGATE_DATA_DIR" default:"." placeholder:"DIR" help:"Directory of the embedded store, file keygate.db."`
 	SecretPrefix      string `name:"secret-prefix" env:"KEYGATE_SECRET_PREFIX" default:"sk" help:"Type prefix of secret keys, ^[a-z]{2,8}$."`
 	PublishablePrefix string `name:"publishable-prefix" env:"KEYGATE_PUBLISHABLE_PREFIX" default:"pk" help:"Type prefix of publishable keys, ^[a-z]{2,8}$."`
@@ -45,6 +46,14 @@ func (c *connFlags) Validate() error {
 			return fmt.Errorf("--listen-database-url needs --database-url: the embedded store has no listener")
 		}
 		if err := validateDatabaseURL("--listen-database-url", c.ListenDatabaseURL); err != nil {
+			return err
+		}
+	}
+	if c.ReadDatabaseURL != "" {
+		if c.DatabaseURL == "" {
+			return fmt.Errorf("--read-database-url needs --database-url: the embedded store has no standby")
+		}
+		if err := validateDatabaseURL("--read-database-url", c.ReadDatabaseURL); err != nil {
 			return err
 		}
 	}
@@ -125,7 +134,7 @@ func (c *connFlags) embeddedPath() string { return filepath.Join(c.DataDir, "key
 // every command; a missing keygate.db is one unless use is createStore.
 func (c *connFlags) open(ctx context.Context, logger *slog.Logger, use storeUse) (st store.Store, embedded bool, err error) {
 	if c.DatabaseURL != "" {
-		pg, err := postgres.Open(ctx, postgres.Config{URL: c.DatabaseURL, ListenURL: c.ListenDatabaseURL, Now: time.Now, Logger: logger})
+		pg, err := postgres.Open(ctx, postgres.Config{URL: c.DatabaseURL, ListenURL: c.ListenDatabaseURL, ReadURL: c.ReadDatabaseURL, Now: time.Now, Logger: logger})
 		if err != nil {
 			return nil, false, fmt.Errorf("opening the PostgreSQL store: %w", err)
 		}

@@ -355,6 +355,9 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		if err != nil {
 			return err
 		}
+		if err := useStandby(pg, follower, listener, s.HeartbeatInterval, reg); err != nil {
+			return err
+		}
 	}
 	usage, err := lastused.New(st, lastused.Config{Interval: s.LastUsedFlush, Logger: logger, Registerer: reg})
 	if err != nil {

@@ -54,42 +54,58 @@ func scanKey(row pgx.Row, extra ...any) (keygate.Key, error) {
 	return k, nil
 }
 
-// recordColumns are the columns of a keygate.KeyRecord, in the order of
-// scanRecord, read through recordFrom.
-const recordColumns = keyColumns + `, o.disabled_at IS NOT NULL, t.expires_at`
+// recordColumns are the columns of a keygate.KeyRecord, in the order
+// scanRecord reads them: keyColumns, then the organization's state and the
+// token's end. recordFrom joins tokens t to their key k and its
+// organization o.
+const (
+	recordColumns = keyColumns + `, o.disabled_at IS NOT NULL AS org_disabled, t.expires_at AS token_expires_at`
+	recordFrom    = `FROM key_tokens t
+		JOIN api_keys k ON k.id = t.key_id
+		JOIN organizations o ON o.id = k.org_id`
+)
 
-// recordFrom joins tokens t to their key k and its organization o.
-const recordFrom = `FROM key_tokens t
-	JOIN api_keys k ON k.id = t.key_id
-	JOIN organizations o ON o.id = k.org_id`
-
-// scanRecord scans recordColumns, followed by extra, into a record whose
-// LoadedAt the caller sets.
-func scanRecord(row pgx.Row, extra ...any) (*keygate.KeyRecord, error) {
-	rec := &keygate.KeyRecord{}
-	var tokenExpires *time.Time
-	k, err := scanKey(row, append([]any{&rec.OrgDisabled, &tokenExpires}, extra...)...)
-	if err != nil {
-		return nil, err
-	}
-	rec.Key = k
-	rec.TokenExpiresAt = utcPtr(tokenExpires)
-	return rec, nil
-}
+// lookupSelect finds the record of the token with hash $1: at most one row.
+const lookupSelect = `SELECT ` + recordColumns + ` ` + recordFrom + ` WHERE t.hash = $1`
 
 // LookupKey returns the record of the token with hash h in one query. A
 // token whose grace period has passed is still returned, with
 // TokenExpiresAt in the past, until a later roll of its key deletes it: the
 // decision treats it as unknown either way.
+//
+// With a hot standby (Config.ReadURL, UseStandby) the lookup is asked of
+// the standby first, and its answer is used only when the standby has
+// replayed every event this replica has applied (see lookupStandby).
 func (s *Store) LookupKey(ctx context.Context, h keygate.Hash) (*keygate.KeyRecord, error) {
-	row := s.pool.QueryRow(ctx, `SELECT `+recordColumns+` `+recordFrom+` WHERE t.hash = $1`, h[:])
-	rec, err := scanRecord(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("postgres: lookup: %w", keygate.ErrNotFound)
+	if rec, err, answered := s.lookupStandby(ctx, h); answered {
+		return rec, err
 	}
+	row := s.pool.QueryRow(ctx, lookupSelect, h[:])
+	rec, err := s.scanRecord(row)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: lookup: %w", err)
 	}
+	return rec, nil
+}
+
+// scanRecord scans one row of lookupSelect (after extra destinations);
+// no row is keygate.ErrNotFound.
+func (s *Store) scanRecord(row pgx.Row, extra ...any) (*keygate.KeyRecord, error) {
+	rec := &keygate.KeyRecord{}
+	var orgDisabled bool
+	var tokenExpires *time.Time
+	var k keygate.Key
+	err := row.Scan(append(extra, keyDest(&k, &orgDisabled, &tokenExpires)...)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keygate.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	normalizeKey(&k)
+	rec.Key = k
+	rec.OrgDisabled = orgDisabled
+	rec.TokenExpiresAt = utcPtr(tokenExpires)
 	rec.LoadedAt = s.now()
 	return rec, nil
 }
@@ -503,6 +519,14 @@ func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (s
 
 // RecordLastUsed writes last_used_at for many keys in one statement, never
 // moving it back. It logs no event.
+//
+// Every replica flushes the keys it saw, so many flush the same hot rows
+// at once: the rows are locked in id order (no deadlock between flushes),
+// and a row another transaction holds (a revoke, another replica's flush)
+// is skipped rather than waited for. A flush must never hold up a revoke,
+// nor a pooler's server connection while it waits; a skipped key's time is
+// at most one flush interval older than it could be, and written by its
+// next flush if it is still in use.
 func (s *Store) RecordLastUsed(ctx context.Context, uses []store.LastUse) error {
 	if len(uses) == 0 {
 		return nil
@@ -512,9 +536,14 @@ func (s *Store) RecordLastUsed(ctx context.Context, uses []store.LastUse) error 
 	for i, u := range uses {
 		ids[i], ats[i] = u.KeyID, trunc(u.At)
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE api_keys AS k SET last_used_at = u.at
-		FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) GROUP BY id) AS u
-		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats); err != nil {
+	if _, err := s.pool.Exec(ctx, `WITH u AS (
+			SELECT id, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) GROUP BY id),
+		locked AS (
+			SELECT k.id, u.at FROM api_keys AS k JOIN u ON u.id = k.id
+			WHERE k.last_used_at IS NULL OR k.last_used_at < u.at
+			ORDER BY k.id FOR NO KEY UPDATE OF k SKIP LOCKED)
+		UPDATE api_keys AS k SET last_used_at = locked.at FROM locked
+		WHERE k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < locked.at)`, ids, ats); err != nil {
 		return fmt.Errorf("postgres: record last used: %w", err)
 	}
 	return nil

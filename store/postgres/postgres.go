@@ -3,9 +3,14 @@
 // Lookups and writes go through a pool on Config.URL, which may be a
 // transaction-mode pooler such as PgBouncer: nothing here needs a session
 // (no named prepared statements when the URL sets
-// default_query_exec_mode=simple_protocol or exec, no session locks, no
+// default_query_exec_mode=exec or simple_protocol, no session locks, no
 // LISTEN). What does need a session, migrations under their advisory lock
 // and LISTEN, goes to Config.ListenURL, a direct connection to the primary.
+// pgx's default mode (cache_statement) prepares named statements, and
+// describe_exec prepares in one round trip and executes in the next, which
+// the pooler may send to another server connection: both break there.
+//
+// Lookups may also go to a hot standby (Config.ReadURL): see standby.go.
 //
 // Every write that changes a decision takes pg_advisory_xact_lock(eventsLockKey)
 // just before it inserts its key event, so events commit in sequence order:
@@ -24,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +66,9 @@ type Config struct {
 	// primary, for migrations and their advisory lock (and LISTEN). Empty
 	// means URL.
 	ListenURL string
+	// ReadURL (--read-database-url), when set, is a hot standby for
+	// LookupKey, used once UseStandby says when its answers may be.
+	ReadURL string
 	// Now is the store's clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives operational messages; nil discards them. Tokens and
@@ -70,6 +79,8 @@ type Config struct {
 // Store is the PostgreSQL store.Store.
 type Store struct {
 	pool      *pgxpool.Pool
+	read      *pgxpool.Pool // the standby's; nil without Config.ReadURL
+	standby   atomic.Pointer[standby]
 	listenCfg *pgx.ConnConfig
 	now       func() time.Time
 	log       *slog.Logger
@@ -101,12 +112,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	boundConnect(poolCfg.ConnConfig)
 	boundConnect(listenCfg.ConnConfig)
+	var readCfg *pgxpool.Config
+	if cfg.ReadURL != "" {
+		if readCfg, err = pgxpool.ParseConfig(cfg.ReadURL); err != nil {
+			return nil, fmt.Errorf("postgres: invalid read database URL (--read-database-url): %w", err)
+		}
+		boundConnect(readCfg.ConnConfig)
+	}
 	s := &Store{listenCfg: listenCfg.ConnConfig, now: cfg.Now, log: cfg.Logger}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	// A listen URL at another address than the database URL is the sign
+	// of a pooler in front of the latter.
+	if (listenCfg.ConnConfig.Host != poolCfg.ConnConfig.Host || listenCfg.ConnConfig.Port != poolCfg.ConnConfig.Port) &&
+		pooledUnsafe(poolCfg.ConnConfig.DefaultQueryExecMode) {
+		s.log.Warn("--listen-database-url goes elsewhere than --database-url, as with a pooler: " +
+			"through PgBouncer in transaction mode, add default_query_exec_mode=exec (or simple_protocol) to --database-url")
 	}
 	s.pool, err = pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
@@ -118,7 +143,27 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: cannot reach the database at %s (user %s, database %s, connect timeout %s): %w",
 			Addr(&c.Config), c.User, c.Database, c.ConnectTimeout, err)
 	}
+	if readCfg != nil {
+		if s.read, err = pgxpool.NewWithConfig(ctx, readCfg); err != nil {
+			s.pool.Close()
+			return nil, fmt.Errorf("postgres: connecting to the read database URL: %w", err)
+		}
+		// A standby that is down is no reason not to start: the primary
+		// answers until it is back.
+		if err := s.read.Ping(ctx); err != nil {
+			s.log.Warn("the standby (--read-database-url) does not answer; lookups go to the primary until it does",
+				"host", readCfg.ConnConfig.Host, "database", readCfg.ConnConfig.Database, "err", err)
+		}
+	}
 	return s, nil
+}
+
+// pooledUnsafe reports whether pgx's exec mode m breaks through a
+// transaction-mode pooler: named prepared statements (cache_statement),
+// or an unnamed one prepared and executed in separate round trips
+// (describe_exec).
+func pooledUnsafe(m pgx.QueryExecMode) bool {
+	return m == pgx.QueryExecModeCacheStatement || m == pgx.QueryExecModeDescribeExec
 }
 
 // DefaultConnectTimeout bounds every connection attempt whose URL sets no
@@ -150,8 +195,13 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close closes the pools.
+func (s *Store) Close() {
+	s.pool.Close()
+	if s.read != nil {
+		s.read.Close()
+	}
+}
 
 // ListenerApplicationName is the application_name of the LISTEN
 // connection, unless the listen URL sets one.

@@ -28,10 +28,10 @@ const liveTokenHashesQuery = `SELECT t.hash FROM key_tokens t JOIN api_keys k ON
 	WHERE ` + decidable
 
 // recentKeysQuery reads up to $2 decidable tokens with their records (the
-// hash last). Its order is that of index api_keys_recent (migration
+// hash first). Its order is that of index api_keys_recent (migration
 // 00003), so it reads only the keys it returns rather than sorting them
 // all.
-const recentKeysQuery = `SELECT ` + recordColumns + `, t.hash ` + recordFrom + `
+const recentKeysQuery = `SELECT t.hash, ` + recordColumns + ` ` + recordFrom + `
 	WHERE ` + decidable + `
 	ORDER BY k.last_used_at DESC NULLS LAST, k.created_at DESC, k.id DESC
 	LIMIT $2`
@@ -74,7 +74,7 @@ func (s *Store) RecentKeys(ctx context.Context, n int, now time.Time, fn func(ke
 	defer rows.Close()
 	for rows.Next() {
 		var h hashDest
-		rec, err := scanRecord(rows, &h)
+		rec, err := s.scanRecord(rows, &h)
 		if err != nil {
 			return fmt.Errorf("postgres: recent keys: %w", err)
 		}
