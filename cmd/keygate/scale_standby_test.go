@@ -24,7 +24,9 @@ func TestStandby_PausedReplayNeitherResurrectsNorHidesAKey(t *testing.T) {
 	victim, victimTok := ring.create()
 	sb.WaitReplayed(t)
 	e := env{"KEYGATE_DATABASE_URL": dbURL, "KEYGATE_READ_DATABASE_URL": sb.URL(t, dbURL)}
-	args := []string{"--poll-interval", "1h", "--rate-limit", "0", "--failed-auth-limit", "0"}
+	// No preload: the first Check of the victim must be a miss the standby
+	// answers.
+	args := []string{"--poll-interval", "1h", "--rate-limit", "0", "--failed-auth-limit", "0", "--preload-keys", "0"}
 	rs := []*replica{startReplica(t, e, args...), startReplica(t, e, args...), startReplica(t, e, args...)}
 	waitListening(t, rs...)
 	for i, r := range rs {
