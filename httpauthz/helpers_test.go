@@ -35,7 +35,7 @@ type gate struct {
 type gateOpts struct {
 	trusted        []netip.Prefix
 	failedLimit    int // --failed-auth-limit; 0 off
-	defaultLimit   int // --rate-limit
+	defaultLimit   int // --rate-limit; 0 unlimited
 	clientIPHeader string
 }
 
@@ -62,10 +62,8 @@ func startGate(t *testing.T, o gateOpts) *gate {
 			t.Fatal(err)
 		}
 	}
-	if o.defaultLimit > 0 {
-		if cfg.Limiter, err = ratelimit.NewLimiter(ratelimit.LimiterConfig{}); err != nil {
-			t.Fatal(err)
-		}
+	if cfg.Limiter, err = ratelimit.NewLimiter(ratelimit.LimiterConfig{}); err != nil {
+		t.Fatal(err)
 	}
 	az, err := extauthz.New(c, cfg)
 	if err != nil {
