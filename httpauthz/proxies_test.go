@@ -198,7 +198,6 @@ func TestCaddy_ForwardAuthInFrontOfKeygate(t *testing.T) {
 	throughProxy(t, g, startCaddy(t, g.addr, up), features{relaysBody: true})
 }
 
-// throughProxy drives a proxy in front of keygate and the echo upstream.
 // features says what the proxy's configuration can pass on.
 type features struct {
 	// relaysBody: keygate's deny body reaches the client (Caddy; nginx's
@@ -209,6 +208,7 @@ type features struct {
 	rateLimitOnAllow bool
 }
 
+// throughProxy drives a proxy in front of keygate and the echo upstream.
 func throughProxy(t *testing.T, g *gate, proxy string, f features) {
 	id, tok := g.key(manage.NewKey{Scopes: []string{"read"}})
 	one := 1
