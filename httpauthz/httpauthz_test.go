@@ -23,6 +23,15 @@ func body(t *testing.T, r interface{ Read([]byte) (int, error) }) []byte {
 	return b
 }
 
+// mangle changes a token's last character: a well-formed token of no key.
+func mangle(tok string) string {
+	last := byte('x')
+	if tok[len(tok)-1] == last {
+		last = 'y'
+	}
+	return tok[:len(tok)-1] + string(last)
+}
+
 func TestEnvoyEndpoint_AllowCarriesIdentityRateLimitAndHeadersToRemove(t *testing.T) {
 	g := startGate(t, gateOpts{defaultLimit: 100})
 	id, tok := g.key(manage.NewKey{Scopes: []string{"read"}})
@@ -64,7 +73,7 @@ func TestEnvoyEndpoint_DenyIsChecksDeny(t *testing.T) {
 		code         string
 	}{
 		{"missing", "GET", map[string]string{}, 401, "missing_api_key"},
-		{"unknown", "GET", map[string]string{"x-api-key": viewer[:len(viewer)-1] + "x"}, 401, "invalid_api_key"},
+		{"unknown", "GET", map[string]string{"x-api-key": mangle(viewer)}, 401, "invalid_api_key"},
 		{"conflict", "GET", map[string]string{"x-api-key": viewer, "authorization": "Bearer kg_live_other"}, 400, "conflicting_credentials"},
 		{"scope", "POST", map[string]string{"x-api-key": viewer}, 403, "insufficient_permissions"},
 	}

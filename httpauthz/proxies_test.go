@@ -273,7 +273,7 @@ func throughProxy(t *testing.T, g *gate, proxy string, f features) {
 		}
 	})
 	t.Run("unknown key", func(t *testing.T) {
-		resp := deny(t, "GET", "/v1/things", map[string]string{"x-api-key": tok[:len(tok)-1] + "x", "x-request-id": "r-unknown"}, 401, "invalid_api_key")
+		resp := deny(t, "GET", "/v1/things", map[string]string{"x-api-key": mangle(tok), "x-request-id": "r-unknown"}, 401, "invalid_api_key")
 		if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, `error="invalid_token"`) {
 			t.Errorf("WWW-Authenticate = %q", got)
 		}
