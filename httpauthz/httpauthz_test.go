@@ -173,6 +173,11 @@ func TestForwardAuth_OriginalMethodAndURI(t *testing.T) {
 			"x-original-method": "POST"}, 400, "invalid_request"},
 		{"URIs disagree", map[string]string{"x-forwarded-method": "GET", "x-forwarded-uri": "/v1/things",
 			"x-original-uri": "/v1/admin"}, 400, "invalid_request"},
+		// Two lines of one header (the map keys differ in case only).
+		{"method sent twice, differing", map[string]string{"x-forwarded-method": "GET", "X-Forwarded-Method": "POST",
+			"x-forwarded-uri": "/v1/things"}, 400, "invalid_request"},
+		{"URI sent twice, alike", map[string]string{"x-forwarded-method": "GET", "x-forwarded-uri": "/v1/things",
+			"X-Forwarded-Uri": "/v1/things"}, 200, ""},
 		{"no method", map[string]string{"x-forwarded-uri": "/v1/things"}, 400, "invalid_request"},
 		{"no URI", map[string]string{"x-forwarded-method": "GET"}, 400, "invalid_request"},
 	}
