@@ -36,13 +36,19 @@ type edge struct {
 
 func loadEdge(t *testing.T) edge {
 	t.Helper()
-	data, err := os.ReadFile(envoyConfigPath)
+	return loadEdgeFile(t, envoyConfigPath)
+}
+
+// loadEdgeFile is loadEdge for the bootstrap at path (envoy-http.yaml too).
+func loadEdgeFile(t *testing.T, path string) edge {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err := loadBootstrap(data)
 	if err != nil {
-		t.Fatalf("%s does not load as an Envoy v3 bootstrap:\n%v", envoyConfigPath, err)
+		t.Fatalf("%s does not load as an Envoy v3 bootstrap:\n%v", path, err)
 	}
 	listeners := b.GetStaticResources().GetListeners()
 	if len(listeners) != 1 {

@@ -289,7 +289,11 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 	// The client address only matters to the throttle: parse it only then.
 	var addr netip.Addr
 	if s.cfg.Throttle != nil {
-		addr, _ = s.addrs.Envoy(in.sourceAddress, r.clientIP)
+		if in.clientAddr.IsValid() {
+			addr = in.clientAddr
+		} else {
+			addr, _ = s.addrs.Envoy(in.sourceAddress, r.clientIP)
+		}
 	}
 
 	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)

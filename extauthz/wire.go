@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +29,10 @@ type checkInput struct {
 	headers       []wireHeader
 	sourceAddress string // attributes.source.address.socket_address.address
 	principal     string // attributes.source.principal
+	// clientAddr, when valid, is the client address a transport resolved
+	// itself (DecideHTTP): the throttle counts it, and neither
+	// sourceAddress nor the --client-ip-header. Check never sets it.
+	clientAddr netip.Addr
 	// ext is attributes.context_extensions, one entry per key, sorted by key.
 	ext []wireHeader
 }

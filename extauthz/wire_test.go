@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"unsafe"
@@ -20,7 +21,8 @@ import (
 
 // inputDiff compares checkInputs; an empty slice equals a nil one.
 func inputDiff(want, got checkInput) string {
-	return cmp.Diff(want, got, cmp.AllowUnexported(checkInput{}, wireHeader{}), cmpopts.EquateEmpty())
+	return cmp.Diff(want, got, cmp.AllowUnexported(checkInput{}, wireHeader{}), cmpopts.EquateEmpty(),
+		cmpopts.EquateComparable(netip.Addr{}))
 }
 
 // Wire-format builders for requests that protobuf's Marshal cannot write:

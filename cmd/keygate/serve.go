@@ -34,6 +34,7 @@ import (
 	"github.com/keygate/keygate/console"
 	"github.com/keygate/keygate/extauthz"
 	"github.com/keygate/keygate/httpapi"
+	"github.com/keygate/keygate/httpauthz"
 	"github.com/keygate/keygate/lastused"
 	"github.com/keygate/keygate/manage"
 	"github.com/keygate/keygate/policy"
@@ -49,6 +50,7 @@ type serveCmd struct {
 	Conn             connFlags     `embed:""`
 	GRPCAddr         string        `name:"grpc-addr" env:"KEYGATE_GRPC_ADDR" default:":9001" placeholder:"ADDR" help:"Address of the ext_authz gRPC listener."`
 	HTTPAddr         string        `name:"http-addr" env:"KEYGATE_HTTP_ADDR" default:":8001" placeholder:"ADDR" help:"Address of the HTTP listener (health, readiness, metrics)."`
+	AuthzHTTPAddr    string        `name:"authz-http-addr" env:"KEYGATE_AUTHZ_HTTP_ADDR" placeholder:"ADDR" help:"Address of the HTTP authorization listener (Envoy http_service at /authz, nginx, Caddy and Traefik at /forward-auth); empty: off."`
 	Console          bool          `name:"console" env:"KEYGATE_CONSOLE" default:"true" negatable:"" help:"Serve the web console at /console."`
 	HeaderPrefix     string        `name:"header-prefix" env:"KEYGATE_HEADER_PREFIX" default:"x-keygate-" help:"Prefix of the identity headers an allow sets; lower-case, ending in '-'."`
 	StripCredentials bool          `name:"strip-credentials" env:"KEYGATE_STRIP_CREDENTIALS" default:"true" negatable:"" help:"Remove the credential headers before the request goes upstream."`
@@ -99,6 +101,11 @@ func (s *serveCmd) Validate() error {
 	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", s.GRPCAddr}, {"--http-addr", s.HTTPAddr}} {
 		if err := validateAddr(a.addr); err != nil {
 			return fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
+		}
+	}
+	if s.AuthzHTTPAddr != "" {
+		if err := validateAddr(s.AuthzHTTPAddr); err != nil {
+			return fmt.Errorf("--authz-http-addr %q: %v", s.AuthzHTTPAddr, err)
 		}
 	}
 	if s.UnknownLookupRate < 0 || math.IsNaN(s.UnknownLookupRate) || math.IsInf(s.UnknownLookupRate, 0) {
@@ -228,6 +235,13 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		return fmt.Errorf("--http-addr: %w", err)
 	}
 	defer httpLis.Close()
+	var authzLis net.Listener
+	if s.AuthzHTTPAddr != "" {
+		if authzLis, err = net.Listen("tcp", s.AuthzHTTPAddr); err != nil {
+			return fmt.Errorf("--authz-http-addr: %w", err)
+		}
+		defer authzLis.Close()
+	}
 	var grpcOpts []grpc.ServerOption
 	var tlsServers []*tlsfiles.Server
 	if f := s.grpcTLS(); f.Enabled() {
@@ -446,11 +460,33 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		}
 		return nil
 	})
+	var authzWeb *http.Server
+	if authzLis != nil {
+		// SPEC §16: the same decision over plain HTTP, on a listener of
+		// its own with a plain handler (no ServeMux: the raw path counts).
+		authzWeb = httpauthz.NewServer(httpauthz.New(authz, httpauthz.Config{TrustedProxies: s.trustedProxies}))
+		authzWeb.ErrorLog = slogErrorLog(logger)
+		defer authzWeb.Close()
+		g.Go(func() error {
+			if err := authzWeb.Serve(authzLis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		logger.Info("serving HTTP authorization", "authz_http", authzLis.Addr().String())
+	}
 	life.serve(s.withConsole(api))
 	logger.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
 		"grpc_tls", s.grpcTLS().Enabled(), "http_tls", s.httpTLS().Enabled())
 
 	s.drain(ctx, d.hurry, gctx, logger, hs, life, gs, web)
+	if authzWeb != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ShutdownTimeout)
+		if err := authzWeb.Shutdown(sctx); err != nil {
+			authzWeb.Close()
+		}
+		cancel()
+	}
 	stopRun()
 	stopFollowing()
 	if err := g.Wait(); err != nil {
