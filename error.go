@@ -36,6 +36,9 @@ const (
 	CodeUnsupportedMediaType Code = "unsupported_media_type"
 	CodeMethodNotAllowed     Code = "method_not_allowed"
 	CodeInternal             Code = "internal_error"
+	// CodeInvalidSignature refuses a leaked-key report whose signature is
+	// missing, wrong or from an unknown key (SPEC §13).
+	CodeInvalidSignature Code = "invalid_signature"
 )
 
 type codeInfo struct {
@@ -79,6 +82,8 @@ func (c Code) info() codeInfo {
 		return codeInfo{http.StatusRequestEntityTooLarge, "The request body is larger than 64 KiB."}
 	case CodeUnsupportedMediaType:
 		return codeInfo{http.StatusUnsupportedMediaType, "The request body must be JSON (Content-Type: application/json)."}
+	case CodeInvalidSignature:
+		return codeInfo{http.StatusUnauthorized, "The report's signature is missing or does not verify with a configured key."}
 	case CodeMethodNotAllowed:
 		return codeInfo{http.StatusMethodNotAllowed, "The method is not allowed on this resource."}
 	}

@@ -172,10 +172,13 @@ type Actor struct {
 
 // Audit actions.
 const (
-	AuditKeyCreated  = "api_key.created"
-	AuditKeyUpdated  = "api_key.updated"
-	AuditKeyRolled   = "api_key.rolled"
-	AuditKeyRevoked  = "api_key.revoked"
+	AuditKeyCreated = "api_key.created"
+	AuditKeyUpdated = "api_key.updated"
+	AuditKeyRolled  = "api_key.rolled"
+	AuditKeyRevoked = "api_key.revoked"
+	// AuditKeyLeaked records a leak report of a live key (SPEC §13), with
+	// the report's url and source, whatever was done about it.
+	AuditKeyLeaked   = "api_key.leaked"
 	AuditOrgCreated  = "organization.created"
 	AuditOrgDisabled = "organization.disabled"
 	AuditOrgEnabled  = "organization.enabled"
@@ -191,6 +194,10 @@ type AuditEvent struct {
 	OrgID      string
 	RequestID  string // empty: null
 	CreatedAt  time.Time
+	// URL and Source are where a leaked key was found (api_key.leaked
+	// only; empty: null).
+	URL    string
+	Source string
 }
 
 // RoleScopes returns the scopes a role grants at creation: owner and admin

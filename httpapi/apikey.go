@@ -136,6 +136,10 @@ type AuditEvent struct {
 	OrgID      string  `json:"org_id"`
 	RequestID  *string `json:"request_id"`
 	CreatedAt  Time    `json:"created_at"`
+	// URL and Source say where a leaked key was found: only on
+	// api_key.leaked, absent from every other action's events.
+	URL    *string `json:"url,omitempty"`
+	Source *string `json:"source,omitempty"`
 }
 
 // ObjectAuditEvent is the "object" of every audit event.
@@ -146,6 +150,7 @@ func NewAuditEvent(e keygate.AuditEvent) AuditEvent {
 	return AuditEvent{
 		ID: e.ID, Object: ObjectAuditEvent, Action: e.Action, ActorKeyID: nonEmpty(e.ActorKeyID),
 		KeyID: nonEmpty(e.KeyID), OrgID: e.OrgID, RequestID: nonEmpty(e.RequestID), CreatedAt: Time(e.CreatedAt),
+		URL: nonEmpty(e.URL), Source: nonEmpty(e.Source),
 	}
 }
 

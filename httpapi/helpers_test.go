@@ -24,6 +24,7 @@ import (
 	"github.com/keygate/keygate/extauthz"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/leak"
 	"github.com/keygate/keygate/manage"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/store"
@@ -100,6 +101,9 @@ type options struct {
 	defaultRateLimit int // --rate-limit; 0: 100
 	// syncer, if set, replaces the follower as the API's Syncer.
 	syncer httpapi.Syncer
+	// leakAction and leakKeys configure POST /v1/leaked-keys.
+	leakAction store.LeakAction
+	leakKeys   *leak.KeySet
 }
 
 const docsURL = "https://keygate.dev/errors"
@@ -175,8 +179,13 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	if o.syncer != nil {
 		syncer = o.syncer
 	}
+	leaks, err := leak.New(leak.Config{Store: st, Format: format, Action: o.leakAction, Keys: o.leakKeys,
+		Throttle: throttle, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
-	h := httpapi.NewHandler(httpapi.Config{
+	h := httpapi.NewHandler(httpapi.Config{Leaks: leaks,
 		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})

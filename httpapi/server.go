@@ -22,6 +22,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/leak"
 	"github.com/keygate/keygate/manage"
 )
 
@@ -70,6 +71,11 @@ type Config struct {
 	DocsURL string
 	// Now is the clock of key statuses; time.Now if nil.
 	Now func() time.Time
+
+	// Leaks, if set, serves POST /v1/leaked-keys (SPEC §13): reports of
+	// leaked tokens, without authentication. The client address for its
+	// throttle comes from Auth when set.
+	Leaks LeakReporter
 }
 
 // Handler serves keygate's HTTP endpoints.
@@ -102,6 +108,9 @@ func NewHandler(cfg Config) *Handler {
 	})
 	if cfg.Auth != nil && cfg.Manage != nil {
 		h.routeAPI()
+	}
+	if cfg.Leaks != nil {
+		h.route("/v1/leaked-keys", map[string]http.HandlerFunc{http.MethodPost: h.reportLeaks})
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, keygate.Errorf(keygate.CodeNotFound, "No such endpoint: %s %s.", r.Method, r.URL.Path))
@@ -328,7 +337,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	d := ErrorDetail{Code: code, Message: keygate.ErrorMessage(err)}
 	var e *keygate.Error
 	switch {
-	case errors.Is(err, errBodyNotJSON):
+	case errors.Is(err, errBodyNotJSON), errors.Is(err, leak.ErrNotJSON):
 		d.Param = ErrorParam{Null: true}
 	case errors.As(err, &e) && e.Param != "":
 		d.Param = ErrorParam{Name: e.Param}
@@ -337,6 +346,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		d.DocsURL = h.cfg.DocsURL + "#" + string(code)
 	}
 	switch status := code.HTTPStatus(); {
+	case code == keygate.CodeInvalidSignature:
+		// A report's signature is not a bearer credential: no challenge.
 	case status == http.StatusUnauthorized && code == keygate.CodeMissingAPIKey:
 		w.Header().Set("www-authenticate", `Bearer realm="keygate"`)
 	case status == http.StatusUnauthorized:

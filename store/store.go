@@ -72,6 +72,14 @@ type Store interface {
 	// now+grace (not at all for grace 0), then is unknown.
 	RollKey(ctx context.Context, orgID, id string, t NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error)
 
+	// ReportLeak records a leak report of a key that is not revoked, in one
+	// transaction: one api_key.leaked audit event carrying l.URL and
+	// l.Source, and l.Action done to the key (LeakRevoke as RevokeKey,
+	// LeakDeactivate as UpdateKey with Active false, each with its key
+	// event and, on PostgreSQL, its NOTIFY; LeakNotify changes nothing).
+	// keygate.ErrNotFound when the key is revoked or unknown.
+	ReportLeak(ctx context.Context, orgID, id string, l LeakReport, by keygate.Actor) (keygate.Key, error)
+
 	// ListAuditEvents lists an organization's audit trail, newest first.
 	ListAuditEvents(ctx context.Context, q ListAuditEvents) (AuditPage, error)
 
@@ -112,6 +120,25 @@ type Store interface {
 	// stops the walk and is returned. It is what a replica warms its cache
 	// with (--preload-keys).
 	RecentKeys(ctx context.Context, n int, now time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error
+}
+
+// LeakAction is what a leak report of a live key does to it
+// (--leak-action).
+type LeakAction string
+
+// Leak actions.
+const (
+	LeakRevoke     LeakAction = "revoke"
+	LeakDeactivate LeakAction = "deactivate"
+	LeakNotify     LeakAction = "notify" // only the audit event
+)
+
+// LeakReport is one reported leak of a key: what to do and where the
+// token was found, as the report says (never the token).
+type LeakReport struct {
+	Action LeakAction
+	URL    string
+	Source string
 }
 
 // NewToken is the stored form of a token: its hash and the parts shown to

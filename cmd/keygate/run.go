@@ -20,6 +20,7 @@ type cli struct {
 	Keys        keysCmd        `cmd:"" help:"Create, list and revoke API keys."`
 	Check       checkCmd       `cmd:"" help:"Send one Check request to a keygate server and print its decision (exit 0 allowed, 1 denied, 2 error)."`
 	Version     versionCmd     `cmd:"" help:"Print the version and exit."`
+	Scan        scanCmd        `cmd:"" help:"Find keygate tokens in files, checksums verified offline (exit 0 none, 1 found, 2 error); prints prefix and last 4 only."`
 	Healthcheck healthcheckCmd `cmd:"" help:"Probe a keygate's /healthz (exit 0 on HTTP 200, 1 otherwise), for container health checks."`
 }
 

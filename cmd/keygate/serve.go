@@ -79,6 +79,8 @@ type serveCmd struct {
 
 	trustedProxies []netip.Prefix
 
+	Leak leakFlags `embed:""`
+
 	GRPCTLSCert       string        `name:"grpc-tls-cert" env:"KEYGATE_GRPC_TLS_CERT" placeholder:"FILE" help:"Serve gRPC over TLS with this certificate (PEM); reloaded when it changes."`
 	GRPCTLSKey        string        `name:"grpc-tls-key" env:"KEYGATE_GRPC_TLS_KEY" placeholder:"FILE" help:"Private key (PEM) of --grpc-tls-cert."`
 	GRPCTLSClientCA   string        `name:"grpc-tls-client-ca" env:"KEYGATE_GRPC_TLS_CLIENT_CA" placeholder:"FILE" help:"Require gRPC clients (Envoy) to present a certificate signed by this CA (mTLS)."`
@@ -423,7 +425,11 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	grpcMetrics.InitializeMetrics(gs) // every method's series exist from the start, at 0
-	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger,
+	leaks, err := s.Leak.service(st, s.Conn.format, throttle, logger)
+	if err != nil {
+		return err
+	}
+	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger, Leaks: leaks,
 		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(int(s.RateLimit))),
 		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),

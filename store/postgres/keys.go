@@ -118,6 +118,8 @@ type change struct {
 	orgID  string
 	keyID  string
 	hashes [][]byte
+	// url and source are a leak report's (api_key.leaked only).
+	url, source string
 }
 
 // write runs fn in a transaction and logs the change it returns (none when
@@ -141,9 +143,9 @@ func (s *Store) logChange(ctx context.Context, tx pgx.Tx, now time.Time, c *chan
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at)
-		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), $7)`,
-		id, c.orgID, c.action, by.KeyID, c.keyID, by.RequestID, now); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at, url, source)
+		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), $7, NULLIF($8, ''), NULLIF($9, ''))`,
+		id, c.orgID, c.action, by.KeyID, c.keyID, by.RequestID, now, c.url, c.source); err != nil {
 		return fmt.Errorf("audit event: %w", err)
 	}
 	if c.kind == "" {
@@ -404,6 +406,43 @@ func (s *Store) RevokeKey(ctx context.Context, orgID, id string, by keygate.Acto
 	return k, nil
 }
 
+// ReportLeak records a leak report of a key and does its action, in one
+// transaction with the audit event, key event and NOTIFY of the action.
+func (s *Store) ReportLeak(ctx context.Context, orgID, id string, l store.LeakReport, by keygate.Actor) (keygate.Key, error) {
+	var k keygate.Key
+	err := s.write(ctx, by, func(tx pgx.Tx, now time.Time) (*change, error) {
+		old, hashes, err := lockKey(ctx, tx, orgID, id)
+		if err != nil {
+			return nil, err
+		}
+		c := &change{action: keygate.AuditKeyLeaked, orgID: orgID, keyID: id, url: l.URL, source: l.Source}
+		k = old
+		switch l.Action {
+		case store.LeakRevoke:
+			c.kind, c.hashes = keygate.EventKeyRevoked, hashes
+			k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys AS k SET revoked_at = $2
+				WHERE k.id = $1 RETURNING `+keyColumns, id, now))
+		case store.LeakDeactivate:
+			inactive := false
+			next := store.KeyUpdate{Active: &inactive}.Apply(old, now)
+			c.kind, c.hashes = keygate.EventKeyUpdated, hashes
+			k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys AS k SET disabled_at = $2
+				WHERE k.id = $1 RETURNING `+keyColumns, id, next.DisabledAt))
+		case store.LeakNotify:
+		default:
+			return nil, fmt.Errorf("unknown leak action %q", l.Action)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+	if err != nil {
+		return keygate.Key{}, fmt.Errorf("postgres: report leaked key %s: %w", id, err)
+	}
+	return k, nil
+}
+
 // RollKey gives a key a new token. Its old tokens stop at now+grace (or at
 // their earlier grace end); those already past it are deleted, and with no
 // grace every old token is deleted at once.
@@ -494,7 +533,7 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, 
 func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (store.AuditPage, error) {
 	limit := store.PageLimit(q.Limit)
 	query := `SELECT id, action, COALESCE(actor_key_id, ''), COALESCE(key_id, ''), org_id,
-		COALESCE(request_id, ''), created_at FROM audit_events WHERE org_id = $1`
+		COALESCE(request_id, ''), created_at, COALESCE(url, ''), COALESCE(source, '') FROM audit_events WHERE org_id = $1`
 	args := []any{q.OrgID, limit + 1}
 	if q.After != nil {
 		query += ` AND (created_at, id) < ($3, $4)`
@@ -507,7 +546,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (s
 	}
 	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keygate.AuditEvent, error) {
 		var e keygate.AuditEvent
-		err := row.Scan(&e.ID, &e.Action, &e.ActorKeyID, &e.KeyID, &e.OrgID, &e.RequestID, &e.CreatedAt)
+		err := row.Scan(&e.ID, &e.Action, &e.ActorKeyID, &e.KeyID, &e.OrgID, &e.RequestID, &e.CreatedAt, &e.URL, &e.Source)
 		e.CreatedAt = e.CreatedAt.UTC()
 		return e, err
 	})

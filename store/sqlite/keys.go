@@ -127,6 +127,8 @@ type change struct {
 	orgID  string
 	keyID  string
 	hashes [][]byte
+	// url and source are a leak report's (api_key.leaked only).
+	url, source string
 }
 
 // write runs fn in an immediate transaction and logs the change it returns
@@ -162,9 +164,10 @@ func logChange(ctx context.Context, tx *sql.Tx, now time.Time, c *change, by key
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		id, c.orgID, c.action, nullable(by.KeyID), nullable(c.keyID), nullable(by.RequestID), toUS(now)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at, url, source)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, c.orgID, c.action, nullable(by.KeyID), nullable(c.keyID), nullable(by.RequestID), toUS(now),
+		nullable(c.url), nullable(c.source)); err != nil {
 		return fmt.Errorf("audit event: %w", err)
 	}
 	if c.kind == "" {
@@ -441,6 +444,43 @@ func (s *Store) RevokeKey(ctx context.Context, orgID, id string, by keygate.Acto
 	return k, nil
 }
 
+// ReportLeak records a leak report of a key and does its action, in one
+// transaction with the audit event and key event of the action.
+func (s *Store) ReportLeak(ctx context.Context, orgID, id string, l store.LeakReport, by keygate.Actor) (keygate.Key, error) {
+	var k keygate.Key
+	err := s.write(ctx, by, func(tx *sql.Tx, now time.Time) (*change, error) {
+		old, hashes, err := liveKey(ctx, tx, orgID, id)
+		if err != nil {
+			return nil, err
+		}
+		c := &change{action: keygate.AuditKeyLeaked, orgID: orgID, keyID: id, url: l.URL, source: l.Source}
+		switch l.Action {
+		case store.LeakRevoke:
+			c.kind, c.hashes = keygate.EventKeyRevoked, hashes
+			_, err = tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, toUS(now), id)
+		case store.LeakDeactivate:
+			inactive := false
+			next := store.KeyUpdate{Active: &inactive}.Apply(old, now)
+			c.kind, c.hashes = keygate.EventKeyUpdated, hashes
+			_, err = tx.ExecContext(ctx, `UPDATE api_keys SET disabled_at = ? WHERE id = ?`, toUSPtr(next.DisabledAt), id)
+		case store.LeakNotify:
+		default:
+			return nil, fmt.Errorf("unknown leak action %q", l.Action)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if k, err = getKey(ctx, tx, id); err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+	if err != nil {
+		return keygate.Key{}, fmt.Errorf("sqlite: report leaked key %s: %w", id, err)
+	}
+	return k, nil
+}
+
 // RollKey gives a key a new token. Its old tokens stop at now+grace (or at
 // their earlier grace end); those already past it are deleted, and with no
 // grace every old token is deleted at once.
@@ -539,7 +579,7 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, 
 func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (store.AuditPage, error) {
 	limit := store.PageLimit(q.Limit)
 	query := `SELECT id, action, coalesce(actor_key_id, ''), coalesce(key_id, ''), org_id,
-		coalesce(request_id, ''), created_at FROM audit_events WHERE org_id = ?`
+		coalesce(request_id, ''), created_at, coalesce(url, ''), coalesce(source, '') FROM audit_events WHERE org_id = ?`
 	args := []any{q.OrgID}
 	if q.After != nil {
 		query += ` AND (created_at, id) < (?, ?)`
@@ -556,7 +596,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, q store.ListAuditEvents) (s
 	for rows.Next() {
 		var e keygate.AuditEvent
 		var created int64
-		if err := rows.Scan(&e.ID, &e.Action, &e.ActorKeyID, &e.KeyID, &e.OrgID, &e.RequestID, &created); err != nil {
+		if err := rows.Scan(&e.ID, &e.Action, &e.ActorKeyID, &e.KeyID, &e.OrgID, &e.RequestID, &created, &e.URL, &e.Source); err != nil {
 			return store.AuditPage{}, fmt.Errorf("sqlite: list audit events: %w", err)
 		}
 		e.CreatedAt = fromUS(created)

@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"RecentKeysMostRecentlyUsedFirstAsLookupReturnsThem", testRecentKeys},
 		{"RecentKeysNBoundsTheTokens", testRecentKeysLimit},
 		{"WalksStopAtFnErrorAndReleaseTheStore", testWalksStop},
+		{"ReportLeakDoesItsActionWithOneLeakedAudit", testReportLeak},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1340,5 +1341,71 @@ func testWalksStop(t *testing.T, e *env) {
 	}
 	if _, err := e.s.LookupKey(ctx, hash); err != nil {
 		t.Errorf("LookupKey after walks stopped early: %v", err)
+	}
+}
+
+func testReportLeak(t *testing.T, e *env) {
+	e.org(t, "acme")
+	by := keygate.Actor{RequestID: "req_leak"}
+	for _, tc := range []struct {
+		action      store.LeakAction
+		kind        keygate.EventKind // empty: no key event
+		revoked     bool
+		deactivated bool
+	}{
+		{store.LeakRevoke, keygate.EventKeyRevoked, true, false},
+		{store.LeakDeactivate, keygate.EventKeyUpdated, false, true},
+		{store.LeakNotify, "", false, false},
+	} {
+		t.Run(string(tc.action), func(t *testing.T) {
+			nk := newKey(t, "acme")
+			e.key(t, nk)
+			before := e.allEvents(t)
+			e.clock.Advance(time.Second)
+			k, err := e.s.ReportLeak(e.ctx, "acme", nk.ID, store.LeakReport{Action: tc.action,
+				URL: "https://github.com/o/r/blob/main/x.env", Source: "content"}, by)
+			if err != nil {
+				t.Fatalf("ReportLeak: %v", err)
+			}
+			if got := k.RevokedAt != nil; got != tc.revoked {
+				t.Errorf("revoked_at set %v, want %v", got, tc.revoked)
+			}
+			if got := k.DisabledAt != nil; got != tc.deactivated {
+				t.Errorf("disabled_at set %v, want %v", got, tc.deactivated)
+			}
+			rec := e.lookup(t, nk.Token.Hash)
+			if got := rec.Key.RevokedAt != nil; got != tc.revoked {
+				t.Errorf("lookup: revoked_at set %v, want %v", got, tc.revoked)
+			}
+			evs := e.allEvents(t)[len(before):]
+			switch {
+			case tc.kind == "" && len(evs) != 0:
+				t.Errorf("key events %v, want none for notify", evs)
+			case tc.kind != "" && (len(evs) != 1 || evs[0].Kind != tc.kind || evs[0].KeyID != nk.ID ||
+				len(evs[0].Hashes) != 1 || evs[0].Hashes[0] != nk.Token.Hash):
+				t.Errorf("key events %+v, want one %s of %s with its hash", evs, tc.kind, nk.ID)
+			}
+			audit := e.allAudit(t, "acme")[0]
+			want := keygate.AuditEvent{ID: audit.ID, Action: keygate.AuditKeyLeaked, KeyID: nk.ID, OrgID: "acme",
+				RequestID: "req_leak", CreatedAt: audit.CreatedAt,
+				URL: "https://github.com/o/r/blob/main/x.env", Source: "content"}
+			if diff := cmp.Diff(want, audit); diff != "" {
+				t.Errorf("audit event (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// A revoked key is not live: nothing to report.
+	nk := newKey(t, "acme")
+	e.key(t, nk)
+	if _, err := e.s.RevokeKey(e.ctx, "acme", nk.ID, cli); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.s.ReportLeak(e.ctx, "acme", nk.ID, store.LeakReport{Action: store.LeakRevoke}, cli)
+	wantErr(t, "ReportLeak(revoked)", err, keygate.ErrNotFound)
+	// Other audit events carry no url or source.
+	for _, a := range e.allAudit(t, "acme") {
+		if a.Action != keygate.AuditKeyLeaked && (a.URL != "" || a.Source != "") {
+			t.Errorf("%s audit event has url %q source %q", a.Action, a.URL, a.Source)
+		}
 	}
 }
