@@ -100,6 +100,8 @@ type options struct {
 	defaultRateLimit int // --rate-limit; 0: 100
 	// syncer, if set, replaces the follower as the API's Syncer.
 	syncer httpapi.Syncer
+	// propagator, if set, is what ?wait=true waits with.
+	propagator httpapi.Propagator
 }
 
 const docsURL = "https://keygate.dev/errors"
@@ -177,7 +179,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	reg := prometheus.NewRegistry()
 	h := httpapi.NewHandler(httpapi.Config{
-		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
+		Store: st, Auth: authz, Syncer: syncer, Propagator: o.propagator, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)
