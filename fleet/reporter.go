@@ -109,7 +109,12 @@ func (r *Reporter) Run(ctx context.Context) error {
 		self := r.self
 		self.AppliedSeq = seq
 		last = r.now()
-		if err := r.cfg.Registry.ReportReplica(ctx, self); err != nil {
+		// A database that stopped answering must not stall the reports
+		// that follow: each may take one heartbeat at most.
+		rctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+		err := r.cfg.Registry.ReportReplica(rctx, self)
+		cancel()
+		if err != nil {
 			if ctx.Err() == nil {
 				r.cfg.Logger.Warn("replica registry: report failed", "err", err, "replica_id", r.self.ID)
 			}
@@ -142,6 +147,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 // heartbeat refreshes keygate_replicas_live and forgets replicas gone for
 // longer than the retention.
 func (r *Reporter) heartbeat(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+	defer cancel()
 	list, err := r.cfg.Registry.Replicas(ctx, r.cfg.LiveWithin)
 	if err == nil {
 		r.live.Set(float64(propagation(list, 0).Replicas))

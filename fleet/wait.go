@@ -27,7 +27,15 @@ type Waiter struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every report
+	waiting int           // Waits in progress
+	since   time.Time     // when waiting last became 0
+	wake    chan struct{} // a Wait began: Run listens
 }
+
+// linger is how long Run keeps its LISTEN connection after the last Wait
+// ended: a burst of waited writes shares one connection, and a replica
+// that nobody waits on holds none.
+const linger = 10 * time.Second
 
 // NewWaiter returns a waiter over reg; Run keeps its notifications
 // coming. Without Run, Wait still works on the fallback poll alone.
@@ -36,33 +44,96 @@ func NewWaiter(reg Registry, listen Notifications, liveWithin time.Duration, log
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Waiter{reg: reg, listen: listen, liveWithin: liveWithin, logger: logger, now: time.Now,
-		changed: make(chan struct{})}
+		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// Run listens for reports until ctx ends, reconnecting with backoff; it
-// returns nil then.
+// Run listens for reports while Waits are in progress (and for linger
+// after the last), reconnecting with backoff, until ctx ends; it returns
+// nil then.
 func (w *Waiter) Run(ctx context.Context) error {
 	if w.listen == nil {
 		return nil
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		began := time.Now()
-		err := w.listen(ctx, w.broadcast)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(began) > 10*time.Second {
-			backoff = 100 * time.Millisecond
-		}
-		w.logger.Warn("replica report notifications lost; waits poll every 250ms until they return", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-w.wake:
 		}
-		backoff = min(2*backoff, 10*time.Second)
+		for w.busy() {
+			began := time.Now()
+			err := w.listenWhileBusy(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				break // idle for linger
+			}
+			if time.Since(began) > 10*time.Second {
+				backoff = 100 * time.Millisecond
+			}
+			w.logger.Warn("replica report notifications lost; waits poll every 250ms until they return", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
 	}
+}
+
+// listenWhileBusy listens until no Wait has been in progress for linger
+// (nil) or the connection fails.
+func (w *Waiter) listenWhileBusy(ctx context.Context) error {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.listen(lctx, w.broadcast) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err == nil && ctx.Err() == nil {
+				err = errors.New("fleet: notifications ended")
+			}
+			return err
+		case <-tick.C:
+			if !w.busy() {
+				cancel()
+				<-done
+				return nil
+			}
+		}
+	}
+}
+
+// busy: a Wait is in progress or ended less than linger ago.
+func (w *Waiter) busy() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.waiting > 0 || w.now().Sub(w.since) < linger
+}
+
+func (w *Waiter) begin() {
+	w.mu.Lock()
+	w.waiting++
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Waiter) end() {
+	w.mu.Lock()
+	w.waiting--
+	if w.waiting == 0 {
+		w.since = w.now()
+	}
+	w.mu.Unlock()
 }
 
 func (w *Waiter) broadcast() {
@@ -83,6 +154,8 @@ func (w *Waiter) next() <-chan struct{} {
 // registry when a report is notified, and at least every FallbackPoll.
 // An error means the registry could not be read at all.
 func (w *Waiter) Wait(ctx context.Context, seq int64, timeout time.Duration) (Propagation, error) {
+	w.begin()
+	defer w.end()
 	start := w.now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
