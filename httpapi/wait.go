@@ -36,11 +36,10 @@ func parseWait(r *http.Request) (waitQuery, error) {
 	q := r.URL.Query()
 	wq := waitQuery{timeout: defaultWaitTimeout * time.Second}
 	if v, ok := q["wait"]; ok {
-		b, err := strconv.ParseBool(v[0])
-		if len(v) != 1 || err != nil || (v[0] != "true" && v[0] != "false") {
+		if len(v) != 1 || (v[0] != "true" && v[0] != "false") {
 			return wq, keygate.ParamErrorf("wait", "wait must be true or false.")
 		}
-		wq.wait = b
+		wq.wait = v[0] == "true"
 	}
 	if v, ok := q["timeout"]; ok {
 		n, err := strconv.Atoi(v[0])

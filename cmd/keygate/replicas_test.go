@@ -114,7 +114,7 @@ func revokeWaiting(t *testing.T, r *replica, owner, id, query string) fleet.Prop
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body.Data.Propagation == nil {
 		t.Fatalf("DELETE ?wait=true: status %d, %v, %+v", resp.StatusCode, err, body)
 	}
-	if body.Data.Status != "revoked" && body.Data.ID != id {
+	if body.Data.Status != "revoked" || body.Data.ID != id {
 		t.Errorf("answered key %+v", body.Data)
 	}
 	return *body.Data.Propagation
