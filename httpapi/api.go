@@ -180,46 +180,73 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, c manage.Caller
 }
 
 func (h *Handler) updateKey(w http.ResponseWriter, r *http.Request, c manage.Caller) error {
+	wq, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	ch, err := parseUpdate(w, r)
 	if err != nil {
 		return err
 	}
-	k, err := h.cfg.Manage.UpdateKeyAs(r.Context(), c, r.PathValue("id"), ch)
+	ctx, seq := store.WithEventSeq(r.Context())
+	k, err := h.cfg.Manage.UpdateKeyAs(ctx, c, r.PathValue("id"), ch)
 	if err != nil {
 		return err
 	}
 	if err := h.synced(r.Context()); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, Data[APIKey]{Data: h.key(k)})
+	out := h.key(k)
+	if out.Propagation, err = h.propagated(r.Context(), wq, seq); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, Data[APIKey]{Data: out})
 	return nil
 }
 
 func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request, c manage.Caller) error {
-	k, err := h.cfg.Manage.RevokeKeyAs(r.Context(), c, r.PathValue("id"))
+	wq, err := parseWait(r)
+	if err != nil {
+		return err
+	}
+	ctx, seq := store.WithEventSeq(r.Context())
+	k, err := h.cfg.Manage.RevokeKeyAs(ctx, c, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	if err := h.synced(r.Context()); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, Data[APIKey]{Data: h.key(k)})
+	out := h.key(k)
+	if out.Propagation, err = h.propagated(r.Context(), wq, seq); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, Data[APIKey]{Data: out})
 	return nil
 }
 
 func (h *Handler) rollKey(w http.ResponseWriter, r *http.Request, c manage.Caller) error {
+	wq, err := parseWait(r)
+	if err != nil {
+		return err
+	}
 	grace, err := parseRoll(w, r)
 	if err != nil {
 		return err
 	}
-	ck, err := h.cfg.Manage.RollKeyAs(r.Context(), c, r.PathValue("id"), grace)
+	ctx, seq := store.WithEventSeq(r.Context())
+	ck, err := h.cfg.Manage.RollKeyAs(ctx, c, r.PathValue("id"), grace)
 	if err != nil {
 		return err
 	}
 	if err := h.synced(r.Context()); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, h.created(ck))
+	out := h.created(ck)
+	if out.Data.Propagation, err = h.propagated(r.Context(), wq, seq); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/fleet"
 )
 
 // APIKey is the JSON wire form of a key (SPEC §5), the one shape that the
@@ -30,6 +31,9 @@ type APIKey struct {
 	CreatedAt          Time            `json:"created_at"`
 	LastUsedAt         *Time           `json:"last_used_at"`
 	ExpiresAt          *Time           `json:"expires_at"`
+	// Propagation is set on a change made with ?wait=true (SPEC §12): how
+	// far it has reached the fleet. Absent otherwise.
+	Propagation *fleet.Propagation `json:"propagation,omitempty"`
 }
 
 // CreatedAPIKey is a key as answered on create and roll: the only time the

@@ -104,6 +104,8 @@ type options struct {
 	// leakAction and leakKeys configure POST /v1/leaked-keys.
 	leakAction store.LeakAction
 	leakKeys   *leak.KeySet
+	// propagator, if set, is what ?wait=true waits with.
+	propagator httpapi.Propagator
 }
 
 const docsURL = "https://keygate.dev/errors"
@@ -186,7 +188,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	reg := prometheus.NewRegistry()
 	h := httpapi.NewHandler(httpapi.Config{Leaks: leaks,
-		Store: st, Auth: authz, Syncer: syncer, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
+		Store: st, Auth: authz, Syncer: syncer, Propagator: o.propagator, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)

@@ -64,6 +64,10 @@ type Config struct {
 	// so that once a revoke has returned this replica's cache no longer
 	// allows the key (SPEC §4). Other replicas follow the events log.
 	Syncer Syncer
+	// Propagator, if set, is what ?wait=true waits with (fleet.Waiter);
+	// without it (the embedded store) the propagation is this replica
+	// alone, synced before the answer (fleet.Local).
+	Propagator Propagator
 	// Usage records each authenticated call, for last_used_at.
 	Usage UsageRecorder
 	// DocsURL is the base of docs_url in error bodies, as in Check's

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -298,4 +299,33 @@ type AuditPage struct {
 type LastUse struct {
 	KeyID string
 	At    time.Time
+}
+
+// eventSeqKey is the context key of an EventSeq.
+type eventSeqKey struct{}
+
+// EventSeq receives the sequence of the key event that a write made with
+// its context committed (see WithEventSeq).
+type EventSeq struct{ seq atomic.Int64 }
+
+// Seq is the sequence of the last key event committed by a write made with
+// the context: 0 when none was (an error, or a write that logs no event).
+func (e *EventSeq) Seq() int64 { return e.seq.Load() }
+
+// WithEventSeq returns a context whose writes record, after they commit,
+// the sequence of the key event they wrote: what a caller waits for when
+// it waits until every replica has applied its change (SPEC §12). It is a
+// context value rather than a result so the write methods keep their
+// signatures. Reading the log's end after the write instead would be
+// wrong: another write may commit in between.
+func WithEventSeq(ctx context.Context) (context.Context, *EventSeq) {
+	e := &EventSeq{}
+	return context.WithValue(ctx, eventSeqKey{}, e), e
+}
+
+// NoteEventSeq is called by a store after a write committed key event seq.
+func NoteEventSeq(ctx context.Context, seq int64) {
+	if e, ok := ctx.Value(eventSeqKey{}).(*EventSeq); ok {
+		e.seq.Store(seq)
+	}
 }

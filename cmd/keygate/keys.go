@@ -226,6 +226,10 @@ type keysRevokeCmd struct {
 	Org  string    `required:"" help:"Organization of the key."`
 	ID   string    `arg:"" name:"ID" help:"Key id (key_…)."`
 	JSON bool      `name:"json" help:"Print the revoked key as the API would."`
+	// --wait (SPEC §12): see revokeAndWait.
+	Wait     bool          `name:"wait" help:"Wait until every live replica has applied the revocation; print the propagation; exit 3 if the timeout passes first (PostgreSQL only)."`
+	Timeout  time.Duration `name:"timeout" default:"5s" help:"How long --wait waits, 1s to 30s."`
+	Liveness livenessFlags `embed:""`
 }
 
 // Run revokes the key. Once it returns, every replica following the
@@ -233,6 +237,9 @@ type keysRevokeCmd struct {
 func (k *keysRevokeCmd) Run(d *deps) error {
 	if err := manage.ValidateID("org_id", k.Org); err != nil {
 		return cliError(err, map[string]string{"org_id": "--org"})
+	}
+	if k.Wait {
+		return k.revokeAndWait(d)
 	}
 	st, _, err := k.Conn.openMigrated(d.ctx, k.Conn.logger(d.stderr), existingStore)
 	if err != nil {
@@ -243,17 +250,22 @@ func (k *keysRevokeCmd) Run(d *deps) error {
 		return err
 	}
 	key, err := manage.New(st, k.Conn.format, time.Now).RevokeKey(d.ctx, k.Org, k.ID, keygate.Actor{})
-	if keygate.ErrorCode(err) == keygate.CodeNotFound {
-		return fmt.Errorf("no key %s in organization %s (or it is revoked already); keygate keys list --org %s shows its keys", k.ID, k.Org, k.Org)
-	}
 	if err != nil {
-		return cliError(err, map[string]string{"org_id": "--org", "id": "ID"})
+		return k.revokeError(err)
 	}
 	if k.JSON {
 		return writeJSON(d, httpapi.Data[httpapi.APIKey]{Data: httpapi.NewAPIKey(key, time.Now())})
 	}
 	fmt.Fprintf(d.stdout, "revoked %s\n", key.ID)
 	return nil
+}
+
+// revokeError is the message of a revoke that failed.
+func (k *keysRevokeCmd) revokeError(err error) error {
+	if keygate.ErrorCode(err) == keygate.CodeNotFound {
+		return fmt.Errorf("no key %s in organization %s (or it is revoked already); keygate keys list --org %s shows its keys", k.ID, k.Org, k.Org)
+	}
+	return cliError(err, map[string]string{"org_id": "--org", "id": "ID"})
 }
 
 // requireOrg fails, exit status 1, when organization org does not exist,

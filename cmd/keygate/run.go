@@ -18,6 +18,7 @@ type cli struct {
 	Migrate     migrateCmd     `cmd:"" help:"Apply the database migrations and exit."`
 	Orgs        orgsCmd        `cmd:"" help:"Create, disable or enable an organization."`
 	Keys        keysCmd        `cmd:"" help:"Create, list and revoke API keys."`
+	Replicas    replicasCmd    `cmd:"" help:"List the replicas registered in the PostgreSQL store: id, hostname, version, started, last seen, live, lag."`
 	Check       checkCmd       `cmd:"" help:"Send one Check request to a keygate server and print its decision (exit 0 allowed, 1 denied, 2 error)."`
 	Version     versionCmd     `cmd:"" help:"Print the version and exit."`
 	Scan        scanCmd        `cmd:"" help:"Find keygate tokens in files, checksums verified offline (exit 0 none, 1 found, 2 error); prints prefix and last 4 only."`

@@ -65,7 +65,7 @@ type serveCmd struct {
 	ShutdownDelay     time.Duration `name:"shutdown-delay" env:"KEYGATE_SHUTDOWN_DELAY" default:"5s" help:"After SIGTERM or SIGINT, report not ready (gRPC health NOT_SERVING, /readyz 503) but keep serving this long, so Envoy and Kubernetes stop sending first; 0: stop at once. A second signal skips it."`
 	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"KEYGATE_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after --shutdown-delay before connections are cut."`
 
-	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself; two missed heartbeats reconnect it."`
+	HeartbeatInterval time.Duration `name:"heartbeat-interval" env:"KEYGATE_HEARTBEAT_INTERVAL" default:"5s" help:"How often the PostgreSQL listener NOTIFYs itself and the replica reports to the registry; two missed heartbeats reconnect it."`
 	MaxStaleness      time.Duration `name:"max-staleness" env:"KEYGATE_MAX_STALENESS" default:"30s" help:"Serve cached keys for at most this long since the events log was last read; then ask the store, or deny with 503."`
 	LastUsedFlush     time.Duration `name:"last-used-flush" env:"KEYGATE_LAST_USED_FLUSH" default:"10s" help:"Write last_used_at behind, at most once per key per interval."`
 	EventsRetention   time.Duration `name:"events-retention" env:"KEYGATE_EVENTS_RETENTION" default:"168h" help:"Prune key events older than this (a replica further behind drops its cache)."`
@@ -316,6 +316,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	var (
 		listener *postgres.Listener
 		follower *cache.Follower
+		member   *fleetMember // the replica registry, on PostgreSQL
 	)
 	keys, err := cache.New(st, cache.Config{
 		MaxBytes: int64(s.CacheMaxBytes), TTL: s.CacheTTL, NegativeTTL: s.NegativeCacheTTL,
@@ -372,6 +373,9 @@ func (s *serveCmd) Run(d *deps) (err error) {
 			return err
 		}
 		if err := useStandby(pg, follower, listener, s.HeartbeatInterval, reg); err != nil {
+			return err
+		}
+		if member, err = s.joinFleet(pg, follower, logger, reg); err != nil {
 			return err
 		}
 	}
@@ -431,7 +435,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	}
 	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger, Leaks: leaks,
 		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(int(s.RateLimit))),
-		Syncer: follower, Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
+		Syncer: follower, Propagator: member.propagator(), Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
 				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
 			if listener != nil {
@@ -447,6 +451,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	defer stopFollowing()
 	g.Go(func() error { return follower.Run(followCtx) })
 	g.Go(func() error { return usage.Run(followCtx) })
+	member.run(followCtx, gctx, g.Go)
 	if listener != nil {
 		g.Go(func() error { return listener.Run(gctx) })
 	}

@@ -126,33 +126,40 @@ type change struct {
 // nil) in the same transaction.
 func (s *Store) write(ctx context.Context, by keygate.Actor, fn func(tx pgx.Tx, now time.Time) (*change, error)) error {
 	now := s.clock()
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var seq int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		c, err := fn(tx, now)
 		if err != nil || c == nil {
 			return err
 		}
-		return s.logChange(ctx, tx, now, c, by)
+		seq, err = s.logChange(ctx, tx, now, c, by)
+		return err
 	})
+	if err == nil && seq != 0 {
+		store.NoteEventSeq(ctx, seq)
+	}
+	return err
 }
 
 // logChange inserts the audit event, then, under the events lock that
 // makes sequence numbers visible in commit order, the key event and its
 // NOTIFY. The lock is taken last so it is held for as short as possible.
-func (s *Store) logChange(ctx context.Context, tx pgx.Tx, now time.Time, c *change, by keygate.Actor) error {
+// It returns the key event's sequence (0 when c has none).
+func (s *Store) logChange(ctx context.Context, tx pgx.Tx, now time.Time, c *change, by keygate.Actor) (int64, error) {
 	id, err := apikey.NewAuditID()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at, url, source)
 		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), $7, NULLIF($8, ''), NULLIF($9, ''))`,
 		id, c.orgID, c.action, by.KeyID, c.keyID, by.RequestID, now, c.url, c.source); err != nil {
-		return fmt.Errorf("audit event: %w", err)
+		return 0, fmt.Errorf("audit event: %w", err)
 	}
 	if c.kind == "" {
-		return nil
+		return 0, nil
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, eventsLockKey); err != nil {
-		return fmt.Errorf("events lock: %w", err)
+		return 0, fmt.Errorf("events lock: %w", err)
 	}
 	hashes := c.hashes
 	if hashes == nil {
@@ -164,12 +171,12 @@ func (s *Store) logChange(ctx context.Context, tx pgx.Tx, now time.Time, c *chan
 			VALUES ($1, $2, NULLIF($3, ''), $4, $5) RETURNING seq)
 		SELECT seq, pg_notify('`+NotifyChannel+`', seq::text) FROM e`,
 		string(c.kind), c.orgID, c.keyID, hashes, now).Scan(&seq, nil); err != nil {
-		return fmt.Errorf("key event: %w", err)
+		return 0, fmt.Errorf("key event: %w", err)
 	}
 	if s.beforeCommit != nil {
 		s.beforeCommit(ctx, seq)
 	}
-	return nil
+	return seq, nil
 }
 
 const orgColumns = `id, created_at, disabled_at`

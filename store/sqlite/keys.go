@@ -144,12 +144,19 @@ func (s *Store) write(ctx context.Context, by keygate.Actor, fn func(tx *sql.Tx,
 	if err != nil {
 		return err
 	}
+	var seq int64
 	if c != nil {
-		if err := logChange(ctx, tx, now, c, by); err != nil {
+		if seq, err = logChange(ctx, tx, now, c, by); err != nil {
 			return err
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if seq != 0 {
+		store.NoteEventSeq(ctx, seq)
+	}
+	return nil
 }
 
 func nullable(s string) any {
@@ -159,29 +166,36 @@ func nullable(s string) any {
 	return s
 }
 
-func logChange(ctx context.Context, tx *sql.Tx, now time.Time, c *change, by keygate.Actor) error {
+// logChange writes c's audit event and key event; it returns the key
+// event's sequence (0 when c has none).
+func logChange(ctx context.Context, tx *sql.Tx, now time.Time, c *change, by keygate.Actor) (int64, error) {
 	id, err := apikey.NewAuditID()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (id, org_id, action, actor_key_id, key_id, request_id, created_at, url, source)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, c.orgID, c.action, nullable(by.KeyID), nullable(c.keyID), nullable(by.RequestID), toUS(now),
 		nullable(c.url), nullable(c.source)); err != nil {
-		return fmt.Errorf("audit event: %w", err)
+		return 0, fmt.Errorf("audit event: %w", err)
 	}
 	if c.kind == "" {
-		return nil
+		return 0, nil
 	}
 	hashes := make([]byte, 0, len(c.hashes)*len(keygate.Hash{}))
 	for _, h := range c.hashes {
 		hashes = append(hashes, h...)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO key_events (kind, org_id, key_id, hashes, created_at)
-		VALUES (?, ?, ?, ?, ?)`, string(c.kind), c.orgID, nullable(c.keyID), hashes, toUS(now)); err != nil {
-		return fmt.Errorf("key event: %w", err)
+	res, err := tx.ExecContext(ctx, `INSERT INTO key_events (kind, org_id, key_id, hashes, created_at)
+		VALUES (?, ?, ?, ?, ?)`, string(c.kind), c.orgID, nullable(c.keyID), hashes, toUS(now))
+	if err != nil {
+		return 0, fmt.Errorf("key event: %w", err)
 	}
-	return nil
+	seq, err := res.LastInsertId() // seq is the rowid
+	if err != nil {
+		return 0, fmt.Errorf("key event: %w", err)
+	}
+	return seq, nil
 }
 
 const orgColumns = `id, created_at, disabled_at`

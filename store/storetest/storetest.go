@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"RecentKeysNBoundsTheTokens", testRecentKeysLimit},
 		{"WalksStopAtFnErrorAndReleaseTheStore", testWalksStop},
 		{"ReportLeakDoesItsActionWithOneLeakedAudit", testReportLeak},
+		{"WritesRecordTheirEventSeq", testWritesRecordEventSeq},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1407,5 +1408,53 @@ func testReportLeak(t *testing.T, e *env) {
 		if a.Action != keygate.AuditKeyLeaked && (a.URL != "" || a.Source != "") {
 			t.Errorf("%s audit event has url %q source %q", a.Action, a.URL, a.Source)
 		}
+	}
+}
+
+// testWritesRecordEventSeq pins store.WithEventSeq: each key write records
+// the sequence of the event it committed, even when another write commits
+// after it, and a failed write records nothing.
+func testWritesRecordEventSeq(t *testing.T, e *env) {
+	e.org(t, "acme")
+	k := e.key(t, newKey(t, "acme"))
+	other := e.key(t, newKey(t, "acme"))
+	writes := []struct {
+		name  string
+		write func(ctx context.Context) error
+	}{
+		{"update", func(ctx context.Context) error {
+			_, err := e.s.UpdateKey(ctx, "acme", k.ID, store.KeyUpdate{Name: ptr("renamed")}, cli)
+			return err
+		}},
+		{"roll", func(ctx context.Context) error {
+			_, err := e.s.RollKey(ctx, "acme", k.ID, newToken(t), 0, cli)
+			return err
+		}},
+		{"revoke", func(ctx context.Context) error {
+			_, err := e.s.RevokeKey(ctx, "acme", k.ID, cli)
+			return err
+		}},
+	}
+	for _, w := range writes {
+		ctx, got := store.WithEventSeq(e.ctx)
+		if err := w.write(ctx); err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		// A later write, made without the recorder, must not change it.
+		if _, err := e.s.UpdateKey(e.ctx, "acme", other.ID, store.KeyUpdate{Name: ptr(w.name)}, cli); err != nil {
+			t.Fatal(err)
+		}
+		evs := e.allEvents(t)
+		want := evs[len(evs)-2]
+		if got.Seq() != want.Seq || want.KeyID != k.ID {
+			t.Errorf("%s: recorded seq %d, want %d (event %s of key %s)", w.name, got.Seq(), want.Seq, want.Kind, want.KeyID)
+		}
+	}
+	ctx, got := store.WithEventSeq(e.ctx)
+	if _, err := e.s.RevokeKey(ctx, "acme", k.ID, cli); err == nil {
+		t.Fatal("second revoke succeeded")
+	}
+	if got.Seq() != 0 {
+		t.Errorf("failed write recorded seq %d, want 0", got.Seq())
 	}
 }
