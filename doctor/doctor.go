@@ -156,6 +156,8 @@ func (c *checker) document(file string, doc *yaml.Node) {
 		c.authorizationPolicy(file, doc)
 	case "EnvoyFilter":
 		c.envoyFilter(file, doc)
+	case "ConfigMap":
+		c.meshConfigMap(file, doc)
 	}
 	walk(doc, func(m *yaml.Node) {
 		switch typeURL(m) {

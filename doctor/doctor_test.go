@@ -97,6 +97,10 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 			// client address header is missing.
 			{Warning, "istio-operator-http.yaml", 20, "allowed-headers-missing-context"},
 		}},
+		{[]string{"istio-configmap.yaml"}, []at{
+			{Warning, "istio-configmap.yaml", 14, "ext-authz-timeout"},
+			{Error, "istio-configmap.yaml", 15, "istio-fail-open"},
+		}},
 		{[]string{"istio-policy.yaml"}, []at{
 			{Error, "istio-policy.yaml", 8, "identity-headers-not-stripped"},
 			{Error, "istio-policy.yaml", 11, "route-skips-ext-authz-unstripped"},

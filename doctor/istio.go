@@ -111,3 +111,31 @@ func (c *checker) crossFile() {
 		}
 	}
 }
+
+// meshConfigMap checks the MeshConfig that the istio ConfigMap holds as a
+// YAML string in data.mesh, with line numbers of the ConfigMap file.
+func (c *checker) meshConfigMap(file string, doc *yaml.Node) {
+	_, mesh := path(doc, "data", "mesh")
+	if mesh == nil || mesh.Kind != yaml.ScalarNode {
+		return
+	}
+	docs, err := parse([]byte(mesh.Value))
+	if err != nil {
+		return // not ours to judge: istiod reports it
+	}
+	delta := mesh.Line - 1
+	if mesh.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		delta = mesh.Line // a block scalar starts on the next line
+	}
+	for _, d := range docs {
+		shift(d, delta)
+		c.document(file, d)
+	}
+}
+
+func shift(n *yaml.Node, delta int) {
+	n.Line += delta
+	for _, ch := range n.Content {
+		shift(ch, delta)
+	}
+}
