@@ -58,6 +58,8 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 			{Warning, "fail-open.json", 20, "ext-authz-timeout"},
 			{Error, "fail-open.json", 21, "ext-authz-fail-open"},
 		}},
+		{[]string{"partially-enabled.yaml"}, []at{{Error, "partially-enabled.yaml", 40, "ext-authz-partially-enabled"}}},
+		{[]string{"partially-enabled-deny.yaml"}, nil},
 		{[]string{"timeout.yaml"}, []at{{Warning, "timeout.yaml", 31, "ext-authz-timeout"}}},
 		{[]string{"missing-credential.yaml"}, []at{{Error, "missing-credential.yaml", 33, "allowed-headers-missing-credential"}}},
 		{[]string{"missing-context.yaml"}, []at{{Warning, "missing-context.yaml", 33, "allowed-headers-missing-context"}}},

@@ -18,6 +18,12 @@ func (c *checker) extAuthz(file string, cfg *yaml.Node) {
 		c.add(Error, file, k, "ext-authz-fail-open",
 			"failure_mode_allow: true lets every request through when keygate is down or slow; set it to false")
 	}
+	if k, v := get(cfg, "filter_enabled"); v != nil && !alwaysOn(v) {
+		if _, deny := get(cfg, "deny_at_disable"); !isTrue(featureFlag(deny)) {
+			c.add(Error, file, k, "ext-authz-partially-enabled",
+				"filter_enabled runs ext_authz on only a fraction of requests, and the others pass unchecked; remove it, or set deny_at_disable: true")
+		}
+	}
 	_, grpc := get(cfg, "grpc_service")
 	_, http := get(cfg, "http_service")
 	for _, t := range []*yaml.Node{grpc, http} {
@@ -145,4 +151,30 @@ func duration(n *yaml.Node) (time.Duration, bool) {
 		return 0, false
 	}
 	return d, true
+}
+
+// alwaysOn reports whether a RuntimeFractionalPercent's default is 100%.
+func alwaysOn(rfp *yaml.Node) bool {
+	_, dv := get(rfp, "default_value")
+	_, num := get(dv, "numerator")
+	_, den := get(dv, "denominator")
+	var n int64
+	if num == nil || num.Decode(&n) != nil {
+		return false // numerator 0: never on
+	}
+	switch scalar(den) {
+	case "", "HUNDRED":
+		return n >= 100
+	case "TEN_THOUSAND":
+		return n >= 10000
+	case "MILLION":
+		return n >= 1000000
+	}
+	return false
+}
+
+// featureFlag reads deny_at_disable, a RuntimeFeatureFlag: {default_value: bool}.
+func featureFlag(flag *yaml.Node) *yaml.Node {
+	_, v := get(flag, "default_value")
+	return v
 }
