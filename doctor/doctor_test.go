@@ -60,6 +60,7 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 		}},
 		{[]string{"partially-enabled.yaml"}, []at{{Error, "partially-enabled.yaml", 40, "ext-authz-partially-enabled"}}},
 		{[]string{"partially-enabled-deny.yaml"}, nil},
+		{[]string{"http-service.yaml"}, []at{{Warning, "http-service.yaml", 33, "identity-headers-not-forwarded"}}},
 		{[]string{"timeout.yaml"}, []at{{Warning, "timeout.yaml", 31, "ext-authz-timeout"}}},
 		{[]string{"missing-credential.yaml"}, []at{{Error, "missing-credential.yaml", 33, "allowed-headers-missing-credential"}}},
 		{[]string{"missing-context.yaml"}, []at{{Warning, "missing-context.yaml", 33, "allowed-headers-missing-context"}}},
@@ -90,6 +91,7 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 			{Error, "istio-mesh-fail-open.yaml", 8, "istio-fail-open"},
 		}},
 		{[]string{"istio-operator-http.yaml"}, []at{
+			{Warning, "istio-operator-http.yaml", 8, "identity-headers-not-forwarded"},
 			{Warning, "istio-operator-http.yaml", 11, "ext-authz-timeout"},
 			{Warning, "istio-operator-http.yaml", 12, "allowed-headers-missing-context"},
 			{Warning, "istio-operator-http.yaml", 12, "allowed-headers-missing-context"},

@@ -41,6 +41,20 @@ func (c *checker) extAuthz(file string, cfg *yaml.Node) {
 			"with_request_body sends request bodies to keygate, which reads only headers: it buffers requests and puts payloads in keygate's process; remove it")
 	}
 
+	// An HTTP service's answer headers reach the upstream only when
+	// allowed_upstream_headers lets them.
+	if http != nil {
+		k, _ := path(http, "authorization_response", "allowed_upstream_headers")
+		_, list := path(http, "authorization_response", "allowed_upstream_headers", "patterns")
+		if k == nil {
+			k, _ = get(cfg, "http_service")
+		}
+		if list == nil || !matchesAny(list, c.opts.HeaderPrefix+"key-id") {
+			c.add(Warning, file, k, "identity-headers-not-forwarded",
+				"authorization_response.allowed_upstream_headers does not let keygate's %s* headers through: the upstream never learns which key, user or organization called; add {prefix: %q, ignore_case: true}", c.opts.HeaderPrefix, c.opts.HeaderPrefix)
+		}
+	}
+
 	// allowed_headers: unset, a gRPC service gets every header. An HTTP
 	// service always gets authorization (Envoy adds it to the list).
 	k, _ := get(cfg, "allowed_headers")

@@ -33,6 +33,14 @@ func (c *checker) providers(file string, _, list *yaml.Node) {
 				c.add(Warning, file, bk, "request-body-sent",
 					"includeRequestBodyInCheck sends request bodies to keygate, which reads only headers: it buffers requests and puts payloads in keygate's process; remove it")
 			}
+			uk, up := get(cfg, "headersToUpstreamOnAllow")
+			if up == nil {
+				uk = k
+			}
+			if up == nil || !istioHeaderMatch(up, c.opts.HeaderPrefix+"key-id") {
+				c.add(Warning, file, uk, "identity-headers-not-forwarded",
+					"headersToUpstreamOnAllow does not let keygate's %s* headers through: the upstream never learns which key, user or organization called; add %q", c.opts.HeaderPrefix, c.opts.HeaderPrefix+"*")
+			}
 			// Istio's HTTP provider sends only host, method, path and
 			// content-length unless told otherwise.
 			hk, hs := get(cfg, "includeRequestHeadersInCheck")
