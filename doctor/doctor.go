@@ -116,7 +116,7 @@ func parse(data []byte) ([]*yaml.Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(n.Content) == 1 && n.Content[0].Kind == yaml.MappingNode {
+		if len(n.Content) == 1 {
 			docs = append(docs, n.Content[0])
 		}
 	}
@@ -148,17 +148,11 @@ func (c *checker) add(sev Severity, file string, n *yaml.Node, rule, format stri
 	c.findings = append(c.findings, Finding{Severity: sev, File: file, Line: line, Rule: rule, Message: fmt.Sprintf(format, args...)})
 }
 
-// document runs every rule that applies to one YAML document.
+// document runs every rule that applies to one YAML document: the rules
+// of its Kubernetes kind, then the Envoy and Istio rules wherever their
+// messages sit in it (a bootstrap, an EnvoyFilter patch, an IstioOperator).
 func (c *checker) document(file string, doc *yaml.Node) {
-	_, kind := get(doc, "kind")
-	switch scalar(kind) {
-	case "AuthorizationPolicy":
-		c.authorizationPolicy(file, doc)
-	case "EnvoyFilter":
-		c.envoyFilter(file, doc)
-	case "ConfigMap":
-		c.meshConfigMap(file, doc)
-	}
+	c.kind(file, doc)
 	walk(doc, func(m *yaml.Node) {
 		switch typeURL(m) {
 		case extAuthzType:
@@ -166,20 +160,38 @@ func (c *checker) document(file string, doc *yaml.Node) {
 		case hcmType:
 			c.hcm(file, m)
 		}
-		if k, v := get(m, "extensionProviders"); v != nil && v.Kind == yaml.SequenceNode {
-			c.providers(file, k, v)
+		if _, v := get(m, "extensionProviders"); v != nil && v.Kind == yaml.SequenceNode {
+			c.providers(file, v)
 		}
 	})
 }
 
+// kind runs the rules of a Kubernetes resource's kind.
+func (c *checker) kind(file string, doc *yaml.Node) {
+	_, kind := get(doc, "kind")
+	switch scalar(kind) {
+	case "AuthorizationPolicy":
+		c.authorizationPolicy(file, doc)
+	case "EnvoyFilter":
+		c.envoyFilter(doc)
+	case "ConfigMap":
+		c.meshConfigMap(file, doc)
+	case "List": // kubectl get -o yaml
+		if _, items := get(doc, "items"); items != nil {
+			for _, it := range items.Content {
+				c.kind(file, deref(it))
+			}
+		}
+	}
+}
+
 // Type URLs of the Envoy messages the rules read.
 const (
-	typePrefix        = "type.googleapis.com/"
-	extAuthzType      = typePrefix + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
-	extAuthzRouteType = typePrefix + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-	hcmType           = typePrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-	headerMutType     = typePrefix + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-	luaType           = typePrefix + "envoy.extensions.filters.http.lua.v3.Lua"
+	typePrefix    = "type.googleapis.com/"
+	extAuthzType  = typePrefix + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+	hcmType       = typePrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	headerMutType = typePrefix + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+	luaType       = typePrefix + "envoy.extensions.filters.http.lua.v3.Lua"
 )
 
 // get returns the key and value nodes of key in mapping m, or nils.

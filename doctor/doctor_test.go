@@ -105,6 +105,11 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 			{Warning, "istio-configmap.yaml", 14, "ext-authz-timeout"},
 			{Error, "istio-configmap.yaml", 15, "istio-fail-open"},
 		}},
+		{[]string{"istio-list.yaml"}, []at{
+			{Error, "istio-list.yaml", 10, "identity-headers-not-stripped"},
+			{Error, "istio-list.yaml", 32, "istio-fail-open"},
+			{Warning, "istio-list.yaml", 32, "istio-provider-no-timeout"},
+		}},
 		{[]string{"istio-policy.yaml"}, []at{
 			{Error, "istio-policy.yaml", 8, "identity-headers-not-stripped"},
 			{Error, "istio-policy.yaml", 11, "route-skips-ext-authz-unstripped"},

@@ -8,7 +8,7 @@ import (
 
 // providers checks meshConfig.extensionProviders (Istio MeshConfig, the
 // istiod chart's values, or an IstioOperator's spec.meshConfig).
-func (c *checker) providers(file string, _, list *yaml.Node) {
+func (c *checker) providers(file string, list *yaml.Node) {
 	for _, p := range list.Content {
 		for _, kind := range []string{"envoyExtAuthzGrpc", "envoyExtAuthzHttp"} {
 			k, cfg := get(p, kind)
@@ -87,7 +87,7 @@ func (c *checker) authorizationPolicy(file string, doc *yaml.Node) {
 
 // envoyFilter notes an EnvoyFilter patch that strips the identity headers
 // ahead of ext_authz: inserted before the ext_authz filter, or first.
-func (c *checker) envoyFilter(_ string, doc *yaml.Node) {
+func (c *checker) envoyFilter(doc *yaml.Node) {
 	_, patches := path(doc, "spec", "configPatches")
 	if patches == nil {
 		return
