@@ -84,17 +84,17 @@ func (c *checker) pathSettings(file string, hcm *yaml.Node) {
 	}
 	if k, v := get(hcm, "normalize_path"); !isTrue(v) {
 		c.add(Warning, file, at(k), "path-not-normalized",
-			"normalize_path is off (Envoy's default): /public/../admin is routed and checked as one path and served as another (CVE-2019-9901); set normalize_path: true")
+			"normalize_path is off (Envoy's default): Envoy picks the route by the raw path, so /healthz/../admin can take a route that skips ext_authz or asks for a weaker scope while the upstream serves /admin (CVE-2019-9901); set normalize_path: true")
 	}
 	if k, v := get(hcm, "merge_slashes"); !isTrue(v) {
 		c.add(Warning, file, at(k), "slashes-not-merged",
-			"merge_slashes is off (Envoy's default): //admin escapes a route or policy written for /admin (CVE-2021-31920); set merge_slashes: true")
+			"merge_slashes is off (Envoy's default): //admin misses the routes and policies written for /admin, and keygate denies it as invalid_request (CVE-2021-31920); set merge_slashes: true")
 	}
 	switch k, v := get(hcm, "path_with_escaped_slashes_action"); scalar(v) {
 	case "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD":
 	default:
 		c.add(Warning, file, at(k), "escaped-slashes-kept",
-			"path_with_escaped_slashes_action keeps %%2F and %%5C as they are (Envoy's default): /public%%2F..%%2Fadmin is checked as one path and served as another (CVE-2021-29492); set it to UNESCAPE_AND_REDIRECT or REJECT_REQUEST")
+			"path_with_escaped_slashes_action keeps %%2F and %%5C as they are (Envoy's default): Envoy routes /healthz%%2F..%%2Fadmin as one path and an upstream that decodes it serves another (CVE-2021-29492); set it to UNESCAPE_AND_REDIRECT or REJECT_REQUEST")
 	}
 	k, v := path(hcm, "common_http_protocol_options", "headers_with_underscores_action")
 	if scalar(v) != "REJECT_REQUEST" {
