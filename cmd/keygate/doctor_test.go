@@ -23,6 +23,7 @@ func TestDoctor_ExitCodes(t *testing.T) {
 			"warning ../../doctor/testdata/timeout.yaml:31: ext_authz timeout 2.5s is above 1s", ""},
 		{"an error", []string{"../../doctor/testdata/clean.yaml", "../../doctor/testdata/fail-open.yaml"}, 1,
 			"error ../../doctor/testdata/fail-open.yaml:39: failure_mode_allow: true", ""},
+		{"no file", nil, 2, "", "file"},
 		{"unparsable", []string{"../../doctor/testdata/unparsable.yaml"}, 2, "", "unparsable.yaml"},
 		{"missing", []string{"../../doctor/testdata/no-such-file.yaml"}, 2, "", "no-such-file.yaml"},
 		{"bad header prefix", []string{"--header-prefix", "X-Auth", "../../doctor/testdata/clean.yaml"}, 2, "", "--header-prefix"},
