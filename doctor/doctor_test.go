@@ -42,10 +42,10 @@ func strip(fs []Finding) []at {
 	return out
 }
 
-// TestCheck_EachRuleFiresAtTheOffendingLine runs every fixture in testdata:
+// TestDoctor_EachRuleFiresAtTheOffendingLine runs every fixture in testdata:
 // each breaks one rule (or a family), and the finding names the line of the
 // offending key, or of the connection manager when a setting is absent.
-func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
+func TestDoctor_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 	opts := Options{ClientIPHeader: "x-envoy-external-address"}
 	tests := []struct {
 		files []string
@@ -134,9 +134,9 @@ func TestCheck_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 	}
 }
 
-// TestCheck_HeaderPrefixIsKeygates: a strip of x-keygate-* does not cover
+// TestDoctor_HeaderPrefixIsKeygates: a strip of x-keygate-* does not cover
 // another --header-prefix.
-func TestCheck_HeaderPrefixIsKeygates(t *testing.T) {
+func TestDoctor_HeaderPrefixIsKeygates(t *testing.T) {
 	got := strip(check(t, Options{HeaderPrefix: "x-auth-"}, "testdata/clean.yaml"))
 	want := []at{
 		{Error, "clean.yaml", 26, "identity-headers-not-stripped"},
@@ -147,8 +147,8 @@ func TestCheck_HeaderPrefixIsKeygates(t *testing.T) {
 	}
 }
 
-// TestCheck_UnparsableFileIsAParseError: the CLI exits 2 on it.
-func TestCheck_UnparsableFileIsAParseError(t *testing.T) {
+// TestDoctor_UnparsableFileIsAParseError: the CLI exits 2 on it.
+func TestDoctor_UnparsableFileIsAParseError(t *testing.T) {
 	data, err := os.ReadFile("testdata/unparsable.yaml")
 	if err != nil {
 		t.Fatal(err)
