@@ -23,6 +23,7 @@ type cli struct {
 	Version     versionCmd     `cmd:"" help:"Print the version and exit."`
 	Scan        scanCmd        `cmd:"" help:"Find keygate tokens in files, checksums verified offline (exit 0 none, 1 found, 2 error); prints prefix and last 4 only."`
 	Healthcheck healthcheckCmd `cmd:"" help:"Probe a keygate's /healthz (exit 0 on HTTP 200, 1 otherwise), for container health checks."`
+	Doctor      doctorCmd      `cmd:"" help:"Report how Envoy or Istio configuration files can let a request past keygate or break it (exit 0 clean, 1 error finding, 2 unreadable file)."`
 }
 
 // deps is what every command's Run receives: the process around it.
