@@ -26,6 +26,9 @@ const (
 	CodeRateLimited                Code = "rate_limited"
 	CodeTooManyFailedAttempts      Code = "too_many_failed_attempts"
 	CodeServiceUnavailable         Code = "service_unavailable"
+	// CodeSourceNotAllowed denies a key bound to sources (SPEC §11) used
+	// from none of them.
+	CodeSourceNotAllowed Code = "source_not_allowed"
 )
 
 // Error codes of the management API (SPEC §5).
@@ -74,6 +77,8 @@ func (c Code) info() codeInfo {
 		return codeInfo{http.StatusTooManyRequests, "Too many failed authentication attempts; retry later."}
 	case CodeServiceUnavailable:
 		return codeInfo{http.StatusServiceUnavailable, "The API key cannot be verified right now; retry later."}
+	case CodeSourceNotAllowed:
+		return codeInfo{http.StatusForbidden, "The API key may not be used from this network address or workload identity."}
 	case CodeNotFound:
 		return codeInfo{http.StatusNotFound, "The requested resource does not exist."}
 	case CodeConflict:

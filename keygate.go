@@ -61,6 +61,10 @@ type Key struct {
 	ProjectIDs []string
 	// RateLimitPerMinute is nil for the server default and 0 for unlimited.
 	RateLimitPerMinute *int
+	// AllowedSources are the sources the key may be used from (SPEC §11),
+	// in the canonical form of package sources: CIDRs, addresses and
+	// SPIFFE IDs, sorted, without duplicates. Empty means anywhere.
+	AllowedSources []string
 	// Metadata is a JSON object; never nil once stored.
 	Metadata   json.RawMessage
 	Prefix     string

@@ -19,10 +19,14 @@ import (
 // is shared by every request without locks.
 type KeyView struct {
 	// id holds a key id of up to 24 bytes ("key_" + 20 base62) inline;
-	// a longer one (none that keygate makes) is interned in longID.
-	id     [24]byte
-	idLen  uint8
-	longID unique.Handle[string]
+	// a longer one (none that keygate makes) is interned in rare.
+	id    [24]byte
+	idLen uint8
+	// rare holds what most keys lack, interned as one value so that a key
+	// without any of it pays no more than a nil handle: an id too long to
+	// sit inline and allowed_sources (SPEC §11). Lists of sources repeat
+	// across keys, so each distinct list is held once.
+	rare unique.Handle[rareFields]
 
 	publishable bool
 	test        bool // environment test, else live
@@ -68,10 +72,17 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 		loadedAt:    rec.LoadedAt.UnixNano(),
 		metadata:    unique.Make(metadata),
 	}
+	var rare rareFields
 	if len(k.ID) <= len(v.id) {
 		v.idLen = uint8(copy(v.id[:], k.ID))
 	} else {
-		v.longID = unique.Make(k.ID)
+		rare.longID = k.ID
+	}
+	if len(k.AllowedSources) > 0 {
+		rare.sources = strings.Join(k.AllowedSources, ",")
+	}
+	if rare != (rareFields{}) {
+		v.rare = unique.Make(rare)
 	}
 	if k.RateLimitPerMinute != nil {
 		v.rateLimit = int32(min(max(*k.RateLimitPerMinute, 0), 1<<31-1))
@@ -80,6 +91,19 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 	v.disabled = k.DisabledAt != nil
 	v.revoked = k.RevokedAt != nil
 	v.tokenExpiresAt = nanos(rec.TokenExpiresAt)
+}
+
+// rareFields are the fields of a KeyView that most keys do not have.
+type rareFields struct {
+	longID  string // an id longer than KeyView.id holds
+	sources string // allowed_sources, canonical and comma-joined
+}
+
+func (v *KeyView) rareFields() rareFields {
+	if v.rare == (unique.Handle[rareFields]{}) {
+		return rareFields{}
+	}
+	return v.rare.Value()
 }
 
 // Times past what UnixNano can hold (years before 1678 or after 2262) are
@@ -107,10 +131,7 @@ func nanos(t *time.Time) int64 {
 // ID is the key's id.
 func (v *KeyView) ID() string {
 	if v.idLen == 0 {
-		if v.longID == (unique.Handle[string]{}) {
-			return ""
-		}
-		return v.longID.Value()
+		return v.rareFields().longID
 	}
 	// The view never changes after Fill, so a string over its own bytes is
 	// immutable, and it keeps the view alive while anyone holds it.
@@ -145,6 +166,10 @@ func (v *KeyView) Scopes() string { return v.scopes.Value() }
 // ProjectIDs is the key's project list, sorted and comma-joined; "" when
 // the key may use every project.
 func (v *KeyView) ProjectIDs() string { return v.projects.Value() }
+
+// AllowedSources is the key's allowed_sources, canonical and
+// comma-joined (package sources matches it as is); "" for anywhere.
+func (v *KeyView) AllowedSources() string { return v.rareFields().sources }
 
 // HasScope reports whether the key carries scope s.
 func (v *KeyView) HasScope(s string) bool { return inList(v.scopes.Value(), s) }

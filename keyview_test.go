@@ -3,8 +3,10 @@ package keygate
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestKeyView_ReadsAsTheRecord(t *testing.T) {
@@ -115,5 +117,30 @@ func TestKeyView_InternedValuesAreReclaimed(t *testing.T) {
 	}
 	if left > grew/10 {
 		t.Errorf("%d KiB of %d KiB stayed on the heap after every view was dropped: interned values are not reclaimed", left>>10, grew>>10)
+	}
+}
+
+func TestKeyViewAllowedSources(t *testing.T) {
+	rec := &KeyRecord{Key: Key{ID: "key_0123456789abcdefghij", OrgID: "o", UserID: "u"}}
+	if v := NewKeyView(rec, ""); v.AllowedSources() != "" {
+		t.Fatalf("AllowedSources = %q, want none", v.AllowedSources())
+	}
+	rec.Key.AllowedSources = []string{"10.0.0.0/8", "spiffe://example.org/*"}
+	v := NewKeyView(rec, "")
+	if got := v.AllowedSources(); got != "10.0.0.0/8,spiffe://example.org/*" {
+		t.Fatalf("AllowedSources = %q", got)
+	}
+	if v.ID() != rec.Key.ID {
+		t.Fatalf("ID = %q", v.ID())
+	}
+	long := strings.Repeat("k", 40)
+	rec.Key.ID = long
+	v = NewKeyView(rec, "")
+	if v.ID() != long || v.AllowedSources() != "10.0.0.0/8,spiffe://example.org/*" {
+		t.Fatalf("long id view: %q, %q", v.ID(), v.AllowedSources())
+	}
+	// Sources share the slot of a long id: a view is no larger for them.
+	if n := unsafe.Sizeof(KeyView{}); n > 120 {
+		t.Errorf("KeyView is %d bytes, want at most 120", n)
 	}
 }
