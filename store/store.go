@@ -164,7 +164,9 @@ type NewKey struct {
 	RateLimitPerMinute *int
 	Metadata           json.RawMessage // nil: {}
 	ExpiresAt          *time.Time
-	Token              NewToken
+	// AllowedSources, canonical (package sources); empty: anywhere.
+	AllowedSources []string
+	Token          NewToken
 }
 
 // KeyUpdate holds the fields of a key to change; nil fields stay as they
@@ -177,6 +179,9 @@ type KeyUpdate struct {
 	ExpiresAt          *time.Time
 	ClearExpiresAt     bool
 	Metadata           json.RawMessage
+	// AllowedSources, if not nil, replaces the key's list (canonical;
+	// empty: anywhere).
+	AllowedSources *[]string
 	// Allowed, if set, is called with the key as the update has locked it,
 	// before anything is written; its error refuses the update and is
 	// returned as is. A rule judged on an earlier read (a widening PATCH
@@ -215,6 +220,9 @@ func (u KeyUpdate) Apply(k keygate.Key, now time.Time) keygate.Key {
 	}
 	if u.Metadata != nil {
 		k.Metadata = u.Metadata
+	}
+	if u.AllowedSources != nil {
+		k.AllowedSources = append([]string{}, *u.AllowedSources...)
 	}
 	return k
 }

@@ -233,6 +233,7 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 		nk.RateLimitPerMinute = ptr(0)
 		nk.Metadata = json.RawMessage(`{"plan": "pro", "customer": {"id": 42}}`)
 		nk.ExpiresAt = &exp
+		nk.AllowedSources = []string{"10.0.0.0/8", "2001:db8::/32", "spiffe://example.org/ns/a/*"}
 	})
 	got := e.key(t, nk)
 	want := keygate.Key{
@@ -242,9 +243,13 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 		RateLimitPerMinute: ptr(0), Metadata: json.RawMessage(`{"customer":{"id":42},"plan":"pro"}`),
 		Prefix: nk.Token.Prefix, Last4: nk.Token.Last4,
 		CreatedAt: us(start), ExpiresAt: ptr(us(exp)),
+		AllowedSources: []string{"10.0.0.0/8", "2001:db8::/32", "spiffe://example.org/ns/a/*"},
 	}
 	if diff := cmp.Diff(want, got, cmpOpts); diff != "" {
 		t.Errorf("CreateKey (-want +got):\n%s", diff)
+	}
+	if rec := e.lookup(t, nk.Token.Hash); !slices.Equal(rec.Key.AllowedSources, want.AllowedSources) {
+		t.Errorf("LookupKey: AllowedSources = %v, want %v", rec.Key.AllowedSources, want.AllowedSources)
 	}
 	fetched, err := e.s.GetKey(e.ctx, "acme", nk.ID)
 	if err != nil {
@@ -258,6 +263,9 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 	plain := e.key(t, newKey(t, "acme"))
 	if string(plain.Metadata) != "{}" || plain.RateLimitPerMinute != nil {
 		t.Errorf("defaults: metadata %s, rate limit %v; want {} and nil", plain.Metadata, plain.RateLimitPerMinute)
+	}
+	if plain.AllowedSources == nil || len(plain.AllowedSources) != 0 {
+		t.Errorf("defaults: allowed sources %#v, want []", plain.AllowedSources)
 	}
 }
 
@@ -492,6 +500,11 @@ func testUpdateKey(t *testing.T, e *env) {
 		{"replace metadata", func(nk *store.NewKey) { nk.Metadata = json.RawMessage(`{"a":1,"b":2}`) },
 			store.KeyUpdate{Metadata: json.RawMessage(`{"c":3}`)},
 			func(k *keygate.Key, _ time.Time) { k.Metadata = json.RawMessage(`{"c":3}`) }},
+		{"set allowed sources", nil, store.KeyUpdate{AllowedSources: &[]string{"192.0.2.7", "spiffe://example.org/a"}},
+			func(k *keygate.Key, _ time.Time) { k.AllowedSources = []string{"192.0.2.7", "spiffe://example.org/a"} }},
+		{"clear allowed sources", func(nk *store.NewKey) { nk.AllowedSources = []string{"10.0.0.0/8"} },
+			store.KeyUpdate{AllowedSources: &[]string{}},
+			func(k *keygate.Key, _ time.Time) { k.AllowedSources = []string{} }},
 		{"nothing set", nil, store.KeyUpdate{},
 			func(*keygate.Key, time.Time) {}},
 	} {
