@@ -57,6 +57,6 @@ func denyCodes() []keygate.Code {
 		keygate.CodeInvalidAPIKey, keygate.CodeAPIKeyInactive, keygate.CodeAPIKeyExpired,
 		keygate.CodeOrganizationDisabled, keygate.CodeInsufficientPermissions, keygate.CodeForbidden,
 		keygate.CodeInvalidRequest, keygate.CodeRateLimited, keygate.CodeTooManyFailedAttempts,
-		keygate.CodeServiceUnavailable,
+		keygate.CodeServiceUnavailable, keygate.CodeSourceNotAllowed,
 	}
 }

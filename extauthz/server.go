@@ -25,6 +25,7 @@ import (
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/policy"
 	"github.com/keygate/keygate/ratelimit"
+	"github.com/keygate/keygate/sources"
 )
 
 // Lookup is the one query the decision needs: the compact view of the key
@@ -286,19 +287,27 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 	if r.requestID == "" {
 		r.requestID = in.id
 	}
-	// The client address only matters to the throttle: parse it only then.
+	// The client address matters to the throttle and to a key bound to
+	// sources: parse it only for them.
 	var addr netip.Addr
 	if s.cfg.Throttle != nil {
-		if in.clientAddr.IsValid() {
-			addr = in.clientAddr
-		} else {
-			addr, _ = s.addrs.Envoy(in.sourceAddress, r.clientIP)
-		}
+		addr = s.clientAddr(in, r)
 	}
 
 	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
 	if code != "" {
 		return nil, 0, code
+	}
+	if list := v.AllowedSources(); list != "" {
+		if s.cfg.Throttle == nil {
+			addr = s.clientAddr(in, r)
+		}
+		if !s.AllowedFrom(list, addr, in.principal) {
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.Debug("denied", "code", keygate.CodeSourceNotAllowed, "key_id", v.ID())
+			}
+			return nil, 0, keygate.CodeSourceNotAllowed
+		}
 	}
 	if code := s.authorize(v, r, (*extPairs)(&in.ext), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
@@ -310,6 +319,43 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 		s.cfg.Usage.Record(v.ID(), now)
 	}
 	return v, from, ""
+}
+
+// clientAddr is the client address of a Check (SPEC §3): the one a
+// transport resolved itself, else --client-ip-header's or
+// source.address.
+func (s *Server) clientAddr(in *checkInput, r *request) netip.Addr {
+	if in.clientAddr.IsValid() {
+		return in.clientAddr
+	}
+	addr, _ := s.addrs.Envoy(in.sourceAddress, r.clientIP)
+	return addr
+}
+
+// AllowedFrom reports whether a key whose allowed_sources are list
+// (canonical, comma-joined; "" for anywhere) may be used from client
+// address addr with mTLS principal principal ("" for none), SPEC §11. An
+// address inside --trusted-proxies stands for a proxy, not the client (it
+// is what a list header left when every entry was a proxy, or the peer
+// that forwarded the request), so no CIDR matches it.
+func (s *Server) AllowedFrom(list string, addr netip.Addr, principal string) bool {
+	if list == "" {
+		return true
+	}
+	return sources.Match(list, addr, s.trustedProxy(addr), principal)
+}
+
+func (s *Server) trustedProxy(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	u := a.Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) || p.Contains(u) {
+			return true
+		}
+	}
+	return false
 }
 
 // extPairs are context_extensions as the wire reader took them, sorted by
