@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/sources"
 	"github.com/keygate/keygate/store"
 )
 
@@ -86,6 +87,8 @@ type CreateRequest struct {
 	ExpiresIn          *time.Duration
 	RateLimitPerMinute Nullable[int] // null: the server default
 	Metadata           json.RawMessage
+	// AllowedSources nil: the caller's; empty: anywhere.
+	AllowedSources *[]string
 }
 
 // CreateKeyAs creates a key as the caller. The body is validated first
@@ -98,7 +101,7 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	nk := NewKey{
 		OrgID: ck.OrgID, UserID: ck.UserID, Name: r.Name, Scopes: ck.Scopes, ProjectIDs: ck.ProjectIDs,
 		Type: keygate.Secret, Environment: ck.Environment,
-		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata,
+		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata, AllowedSources: ck.AllowedSources,
 	}
 	if ck.ExpiresAt != nil {
 		// Down, not up, to a whole second: a caller stored before expiry
@@ -144,6 +147,9 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	if r.RateLimitPerMinute.Set {
 		nk.RateLimitPerMinute = r.RateLimitPerMinute.ptr()
 	}
+	if r.AllowedSources != nil {
+		nk.AllowedSources = *r.AllowedSources
+	}
 	k, err := normalize(nk, now)
 	if err != nil {
 		return CreatedKey{}, err
@@ -155,7 +161,7 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	if r.UserID != nil && !c.admin() {
 		return CreatedKey{}, escalation("user_id", "Creating a key for another user_id needs the %q scope.", ScopeAdmin)
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, expiryParam, whyCreate); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
 	return s.create(ctx, k, c.actor())
@@ -169,6 +175,7 @@ type grant struct {
 	env       keygate.Environment
 	expiresAt *time.Time
 	rate      *int
+	sources   []string // allowed_sources, canonical; empty: anywhere
 }
 
 func escalation(param, format string, args ...any) error {
@@ -221,6 +228,12 @@ func (s *Service) within(c *Caller, g grant, expiryParam, why string) error {
 	}
 	if have := s.effectiveRate(ck.RateLimitPerMinute); exceeds(s.effectiveRate(g.rate), have) {
 		return deny("rate_limit_per_minute", "the rate limit (%s) is beyond the calling key's (%s)", s.rateText(g.rate), s.rateText(ck.RateLimitPerMinute))
+	}
+	if bad, ok := sources.ListWithin(g.sources, ck.AllowedSources); !ok {
+		if len(g.sources) == 0 {
+			return deny("allowed_sources", "use from anywhere is beyond the calling key's allowed sources (%s)", listText(ck.AllowedSources))
+		}
+		return deny("allowed_sources", "the source %q is beyond the calling key's allowed sources (%s)", bad, listText(ck.AllowedSources))
 	}
 	return nil
 }
@@ -340,6 +353,7 @@ type KeyChanges struct {
 	RateLimitPerMinute Nullable[int]       // null: back to the server default
 	ExpiresAt          Nullable[time.Time] // null: never expires
 	Metadata           json.RawMessage     // replaces the whole object; null: {}
+	AllowedSources     *[]string           // replaces the whole list; empty: anywhere
 }
 
 // UpdateKeyAs changes key id. A change that widens what the key can do
@@ -351,9 +365,9 @@ type KeyChanges struct {
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
-	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil {
+	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil {
 		return keygate.Key{}, keygate.Errorf(keygate.CodeInvalidRequest,
-			"Nothing to change: give name, active, rate_limit_per_minute, expires_at or metadata.")
+			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata or allowed_sources.")
 	}
 	if ch.Name != nil {
 		if err := ValidateName(*ch.Name); err != nil {
@@ -385,6 +399,14 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 			return keygate.Key{}, err
 		}
 	}
+	if ch.AllowedSources != nil {
+		list, err := AllowedSources(*ch.AllowedSources)
+		if err != nil {
+			return keygate.Key{}, err
+		}
+		u.AllowedSources = &list
+		ch.AllowedSources = &list
+	}
 
 	if err := c.require(ScopeWrite); err != nil {
 		return keygate.Key{}, err
@@ -399,12 +421,15 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		if !s.widening(k, ch) {
 			return nil
 		}
-		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}
+		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}
 		if ch.ExpiresAt.Set {
 			after.expiresAt = u.ExpiresAt
 		}
 		if ch.RateLimitPerMinute.Set {
 			after.rate = u.RateLimitPerMinute
+		}
+		if ch.AllowedSources != nil {
+			after.sources = *ch.AllowedSources
 		}
 		return s.within(&c, after, "expires_at", whyPatch)
 	}
@@ -414,7 +439,8 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 // widening reports whether ch would let key k do more than it can now
 // (SPEC §5): turn an inactive key back on, a later expiry or none, a
 // higher effective rate limit, or null, the server default, in place of
-// a limit of its own (--rate-limit may be raised later). Renaming,
+// a limit of its own (--rate-limit may be raised later), allowed_sources
+// emptied or given an entry outside the current list (SPEC §11). Renaming,
 // metadata, deactivating and every lowering are narrowing.
 //
 // k is the key as read before the write; the store's update has no
@@ -426,6 +452,11 @@ func (s *Service) widening(k keygate.Key, ch KeyChanges) bool {
 	}
 	if e := ch.ExpiresAt; e.Set && k.ExpiresAt != nil && (e.Null || e.Value.After(*k.ExpiresAt)) {
 		return true
+	}
+	if ch.AllowedSources != nil {
+		if _, ok := sources.ListWithin(*ch.AllowedSources, k.AllowedSources); !ok {
+			return true
+		}
 	}
 	if r := ch.RateLimitPerMinute; r.Set {
 		if r.Null {
@@ -466,7 +497,7 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute}, "expires_at", whyRoll); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
 	tok, err := s.format.Generate(k.Type, k.Environment)

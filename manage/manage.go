@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
+	"github.com/keygate/keygate/sources"
 	"github.com/keygate/keygate/store"
 )
 
@@ -107,6 +109,9 @@ type NewKey struct {
 	ExpiresAt          *time.Time
 	RateLimitPerMinute *int            // nil: server default; 0: unlimited
 	Metadata           json.RawMessage // nil: {}
+	// AllowedSources bind the key to CIDRs, addresses and SPIFFE IDs
+	// (SPEC §11); empty: anywhere.
+	AllowedSources []string
 	// CreateOrganization creates the organization when it is missing, as
 	// `keygate keys create` does; the API never does.
 	CreateOrganization bool
@@ -219,7 +224,30 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	if k.Metadata, err = Metadata(nk.Metadata); err != nil {
 		return k, err
 	}
+	list, err := AllowedSources(nk.AllowedSources)
+	if err != nil {
+		return k, err
+	}
+	if len(list) > 0 {
+		k.AllowedSources = list
+	}
 	return k, nil
+}
+
+// AllowedSources validates a key's allowed_sources and returns them in
+// canonical form (package sources): at most sources.MaxEntries, each a
+// CIDR, an IP address or a SPIFFE ID; a bad entry names its index.
+func AllowedSources(list []string) ([]string, error) {
+	out, err := sources.Canonical(list)
+	var ee *sources.EntryError
+	switch {
+	case errors.As(err, &ee):
+		return nil, keygate.ParamErrorf(fmt.Sprintf("allowed_sources[%d]", ee.Index),
+			"allowed_sources[%d]: %v.", ee.Index, ee.Err)
+	case err != nil:
+		return nil, keygate.ParamErrorf("allowed_sources", "allowed_sources holds at most %d entries.", sources.MaxEntries)
+	}
+	return out, nil
 }
 
 // expirySecond rounds an expiry up to the next whole second. Expiry is
