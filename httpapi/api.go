@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate"
@@ -20,6 +21,10 @@ import (
 type Authenticator interface {
 	Authenticate(ctx context.Context, h http.Header, addr netip.Addr) extauthz.Authentication
 	ClientAddr(r *http.Request) netip.Addr
+	// AllowedFrom reports whether a key bound to list (canonical,
+	// comma-joined allowed_sources) may be used from addr with mTLS
+	// principal principal (SPEC §11).
+	AllowedFrom(list string, addr netip.Addr, principal string) bool
 }
 
 // Syncer applies the key-events log to this replica's cache up to now
@@ -68,7 +73,8 @@ func (h *Handler) api(fn apiFunc) http.HandlerFunc {
 // authenticate runs Check's authentication for r. Publishable keys are
 // meant for browsers and may not manage keys: forbidden.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (manage.Caller, error) {
-	a := h.cfg.Auth.Authenticate(r.Context(), r.Header, h.cfg.Auth.ClientAddr(r))
+	addr := h.cfg.Auth.ClientAddr(r)
+	a := h.cfg.Auth.Authenticate(r.Context(), r.Header, addr)
 	switch {
 	case a.Code == keygate.CodeTooManyFailedAttempts:
 		w.Header().Set("retry-after", ratelimit.FormatRetryAfter(a.RetryAfter))
@@ -92,6 +98,11 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (manage.C
 	// A key deactivated or expired since the view was read is refused.
 	if code := k.Status(h.cfg.Now()).DenyCode(); code != "" {
 		return manage.Caller{}, &keygate.Error{Code: code}
+	}
+	// A key bound to sources (SPEC §11) is held to them here too, by the
+	// caller's client address: the management API has no mTLS principal.
+	if len(k.AllowedSources) > 0 && !h.cfg.Auth.AllowedFrom(strings.Join(k.AllowedSources, ","), addr, "") {
+		return manage.Caller{}, &keygate.Error{Code: keygate.CodeSourceNotAllowed}
 	}
 	if h.cfg.Usage != nil {
 		h.cfg.Usage.Record(k.ID, h.cfg.Now())

@@ -27,6 +27,7 @@ type APIKey struct {
 	ProjectIDs         []string        `json:"project_ids"`
 	RateLimitPerMinute *int            `json:"rate_limit_per_minute"`
 	Metadata           json.RawMessage `json:"metadata"`
+	AllowedSources     []string        `json:"allowed_sources"`
 	Status             string          `json:"status"`
 	CreatedAt          Time            `json:"created_at"`
 	LastUsedAt         *Time           `json:"last_used_at"`
@@ -70,6 +71,10 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 	if projects == nil {
 		projects = []string{}
 	}
+	srcs := k.AllowedSources
+	if srcs == nil {
+		srcs = []string{}
+	}
 	meta := k.Metadata
 	if len(bytes.TrimSpace(meta)) == 0 || bytes.Equal(bytes.TrimSpace(meta), []byte("null")) {
 		meta = json.RawMessage("{}")
@@ -88,6 +93,7 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 		ProjectIDs:         projects,
 		RateLimitPerMinute: k.RateLimitPerMinute,
 		Metadata:           meta,
+		AllowedSources:     srcs,
 		Status:             string(k.Status(now)),
 		CreatedAt:          Time(k.CreatedAt),
 		LastUsedAt:         timePtr(k.LastUsedAt),

@@ -215,7 +215,7 @@ func (f *fields) raw(name string) json.RawMessage { return f.o[name] }
 
 func parseCreate(w http.ResponseWriter, r *http.Request) (manage.CreateRequest, error) {
 	o, err := readObject(w, r, "name", "scopes", "project_ids", "type", "environment", "expires_at", "expires_in",
-		"rate_limit_per_minute", "metadata", "user_id")
+		"rate_limit_per_minute", "metadata", "user_id", "allowed_sources")
 	if err != nil {
 		return manage.CreateRequest{}, err
 	}
@@ -244,11 +244,12 @@ func parseCreate(w http.ResponseWriter, r *http.Request) (manage.CreateRequest, 
 	req.RateLimitPerMinute = f.nullableInt("rate_limit_per_minute", 0, manage.MaxRateLimit)
 	req.Metadata = f.raw("metadata")
 	req.UserID = f.string("user_id")
+	req.AllowedSources = f.strings("allowed_sources")
 	return req, f.err
 }
 
 func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, error) {
-	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata")
+	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata", "allowed_sources")
 	if err != nil {
 		return manage.KeyChanges{}, err
 	}
@@ -259,6 +260,7 @@ func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, err
 		RateLimitPerMinute: f.nullableInt("rate_limit_per_minute", 0, manage.MaxRateLimit),
 		ExpiresAt:          f.nullableTime("expires_at"),
 		Metadata:           f.raw("metadata"),
+		AllowedSources:     f.strings("allowed_sources"),
 	}
 	return ch, f.err
 }
