@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -209,6 +210,8 @@ func TestKeysCreate_InvalidFieldNamesTheFlag(t *testing.T) {
 		{[]string{"--project", "a/b"}, "--project"},
 		{[]string{"--role", "root"}, "--role"},
 		{[]string{"--metadata", "[1]"}, "--metadata"},
+		{[]string{"--allow-source", "10.0.0.0/8", "--allow-source", "10.0.0.1/8"}, "--allow-source"},
+		{[]string{"--allow-source", "spiffe://Mesh/x"}, "--allow-source"},
 	} {
 		args := append([]string{"keys", "create", "--org", "acme", "--user", "alice", "--name", "CI"}, tt.args...)
 		r := invoke(t, e, args...)
@@ -249,5 +252,26 @@ func TestHelpAndVersionExit0(t *testing.T) {
 	}
 	if r := invoke(t, env{}); r.code != 2 {
 		t.Errorf("no command: exit %d, want 2", r.code)
+	}
+}
+
+// --allow-source binds the created key (SPEC §11), repeatable.
+func TestKeysCreate_AllowSource(t *testing.T) {
+	e := backends[0].env(t)
+	r := invoke(t, e, "keys", "create", "--org", "acme", "--user", "alice", "--name", "CI", "--json",
+		"--allow-source", "spiffe://mesh.local/ns/ci/*", "--allow-source", "10.0.0.0/8", "--allow-source", "2001:db8::1")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var out struct {
+		Data struct {
+			AllowedSources []string `json:"allowed_sources"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	if want := []string{"10.0.0.0/8", "2001:db8::1", "spiffe://mesh.local/ns/ci/*"}; !slices.Equal(out.Data.AllowedSources, want) {
+		t.Errorf("allowed_sources = %v, want %v", out.Data.AllowedSources, want)
 	}
 }

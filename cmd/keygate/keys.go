@@ -101,6 +101,7 @@ type keysCreateCmd struct {
 	Role      string    `xor:"scopes" help:"owner, admin, member or viewer (default member)."`
 	Scopes    scopeList `xor:"scopes" placeholder:"SCOPES" help:"Scopes instead of a role, comma-separated."`
 	Project   []string  `sep:"none" help:"Restrict the key to a project; repeat for several (default: every project)."`
+	Source    []string  `name:"allow-source" sep:"none" placeholder:"CIDR|SPIFFE-ID" help:"Bind the key to a CIDR, an IP address or a SPIFFE ID (spiffe://<trust domain>/<path>, or ending in /* for every path under it); repeat for several (default: anywhere)."`
 	Type      string    `default:"secret" enum:"secret,publishable" help:"secret or publishable."`
 	Env       string    `default:"live" enum:"live,test" help:"live or test."`
 	ExpiresIn days      `name:"expires-in" placeholder:"DURATION" help:"Expire after this long: a Go duration or days (90d)."`
@@ -114,7 +115,7 @@ func createFlags() map[string]string {
 	return map[string]string{
 		"org_id": "--org", "user_id": "--user", "name": "--name", "role": "--role", "scopes": "--scopes",
 		"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
-		"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata",
+		"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata", "allowed_sources": "--allow-source",
 	}
 }
 
@@ -138,7 +139,7 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	nk := manage.NewKey{
 		OrgID: k.Org, UserID: k.User, Name: k.Name, Role: k.Role, Scopes: k.Scopes, ProjectIDs: k.Project,
 		Type: keygate.KeyType(k.Type), Environment: keygate.Environment(k.Env),
-		RateLimitPerMinute: (*int)(k.RateLimit), CreateOrganization: true,
+		RateLimitPerMinute: (*int)(k.RateLimit), CreateOrganization: true, AllowedSources: k.Source,
 	}
 	if k.Metadata != "" {
 		nk.Metadata = json.RawMessage(k.Metadata)
@@ -288,7 +289,9 @@ func requireOrg(ctx context.Context, st store.Store, org string) error {
 func cliError(err error, flags map[string]string) error {
 	var e *keygate.Error
 	if errors.As(err, &e) && e.Code == keygate.CodeInvalidRequest {
-		if flag, ok := flags[e.Param]; ok {
+		// allowed_sources[i] is the i-th --allow-source.
+		param, _, _ := strings.Cut(e.Param, "[")
+		if flag, ok := flags[param]; ok {
 			return usageErrorf("%s: %s", flag, keygate.ErrorMessage(err))
 		}
 	}
