@@ -465,11 +465,22 @@ func TestBrowser_ConsoleEndToEnd(t *testing.T) {
 	}
 	tb.setValue("edit-name", "CI pipeline (prod)")
 	tb.setValue("edit-rate", "30")
+	if got := eval[string](tb, `document.getElementById('edit-sources').value`); got != "" {
+		t.Errorf("edit form's allowed sources %q, want none", got)
+	}
+	if got := eval[string](tb, row+`.querySelector('.sources').textContent`); got != "anywhere" {
+		t.Errorf("row's sources %q, want anywhere", got)
+	}
+	tb.setValue("edit-sources", "spiffe://cluster.local/ns/ci/*, 10.0.0.0/8")
 	tb.click("edit-submit")
 	tb.waitFor("the edit", `!document.getElementById('edit-dialog').open && `+row+`.textContent.includes('CI pipeline (prod)')`)
 	_, got := api(t, s, adminToken, "GET", "/v1/api-keys/"+keyID, nil)
-	if d, _ := got["data"].(map[string]any); d["name"] != "CI pipeline (prod)" || d["rate_limit_per_minute"] != 30.0 {
+	if d, _ := got["data"].(map[string]any); d["name"] != "CI pipeline (prod)" || d["rate_limit_per_minute"] != 30.0 ||
+		fmt.Sprint(d["allowed_sources"]) != "[10.0.0.0/8 spiffe://cluster.local/ns/ci/*]" {
 		t.Errorf("after the edit the API has %v", got["data"])
+	}
+	if got := eval[string](tb, row+`.querySelector('.sources').textContent`); got != "10.0.0.0/8, spiffe://cluster.local/ns/ci/*" {
+		t.Errorf("row's sources after the edit %q", got)
 	}
 	tb.waitFocus("after the edit", "edit-"+keyID)
 

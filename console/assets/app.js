@@ -152,6 +152,7 @@ function keyRow(k) {
   }
   const actions = el('td', { class: 'row-actions' }, buttons);
   const projects = k.project_ids && k.project_ids.length > 0 ? k.project_ids.join(', ') : 'all';
+  const sources = k.allowed_sources && k.allowed_sources.length > 0 ? k.allowed_sources.join(', ') : 'anywhere';
   return el('tr', { 'data-key-id': k.id, 'data-status': k.status },
     name,
     el('td', { class: 'user' }, k.user_id),
@@ -159,6 +160,7 @@ function keyRow(k) {
     el('td', {}, k.environment),
     el('td', { class: 'scopes' }, (k.scopes || []).join(', ') || 'none'),
     el('td', {}, projects),
+    el('td', { class: 'sources' }, sources),
     el('td', {}, el('span', { class: 'status status-' + k.status }, k.status)),
     el('td', {}, formatTime(k.created_at)),
     el('td', {}, formatTime(k.last_used_at)),
@@ -383,6 +385,12 @@ function metadataField(id) {
   }
 }
 
+// sourcesField reads a list of allowed sources: CIDRs, addresses or
+// SPIFFE IDs separated by commas or spaces. The server validates them.
+function sourcesField(id) {
+  return $(id).value.split(/[\s,]+/).filter((s) => s !== '');
+}
+
 function createBody() {
   for (const e of $('create-form').querySelectorAll('[aria-invalid]')) {
     e.removeAttribute('aria-invalid');
@@ -422,6 +430,10 @@ function createBody() {
   const user = $('create-user').value.trim();
   if (hasScope('admin') && user !== '') {
     body.user_id = user;
+  }
+  const sources = sourcesField('create-sources');
+  if (sources.length > 0) {
+    body.allowed_sources = sources;
   }
   const metadata = metadataField('create-metadata');
   if (metadata !== undefined) {
@@ -534,7 +546,9 @@ function openEdit(k, opener) {
   $('edit-rate').value = k.rate_limit_per_minute === null || k.rate_limit_per_minute === undefined ? '' : String(k.rate_limit_per_minute);
   $('edit-expires-at').value = toLocalInput(k.expires_at);
   $('edit-metadata').value = JSON.stringify(k.metadata || {}, null, 2);
+  $('edit-sources').value = (k.allowed_sources || []).join(', ');
   editInitial = {
+    sources: $('edit-sources').value,
     name: $('edit-name').value,
     rate: $('edit-rate').value,
     expires: $('edit-expires-at').value,
@@ -568,6 +582,9 @@ function editBody() {
     } catch {
       invalid('edit-expires-at', 'The expiry is not a date.');
     }
+  }
+  if ($('edit-sources').value !== editInitial.sources) {
+    body.allowed_sources = sourcesField('edit-sources');
   }
   if ($('edit-metadata').value !== editInitial.metadata) {
     const m = metadataField('edit-metadata');
