@@ -226,11 +226,13 @@ func (v *KeyView) Metadata() string { return v.metadata.Value() }
 // Size is the bytes the view may hold beyond its own struct: an id that
 // does not fit inline, and the values that are likely its own rather than
 // shared with other keys (user and metadata; organizations, scope sets and
-// project sets repeat across keys).
+// project sets repeat across keys). A list of allowed sources is counted
+// too: it may be one key's own (a /32), and it is bounded (32 entries).
 func (v *KeyView) Size() int {
 	n := len(v.user.Value()) + len(v.metadata.Value())
-	if v.idLen == 0 {
-		n += len(v.ID())
+	if v.rare != (unique.Handle[rareFields]{}) {
+		r := v.rare.Value()
+		n += len(r.longID) + len(r.sources)
 	}
 	return n
 }

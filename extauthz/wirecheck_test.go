@@ -30,6 +30,9 @@ func TestWire_ServeAnswersAsCheckDoes(t *testing.T) {
 	past := testNow.Add(-time.Minute)
 	inactive := f.key(func(r *keygate.KeyRecord) { r.Key.DisabledAt = &past })
 	restricted := f.key(func(r *keygate.KeyRecord) { r.Key.ProjectIDs = []string{"p1"}; r.Key.Scopes = []string{"read"} })
+	bound := f.key(func(r *keygate.KeyRecord) {
+		r.Key.AllowedSources = []string{"198.51.100.0/24", "spiffe://mesh.local/ns/a/*"}
+	})
 	conn := startWireServer(t, f.srv.checkWire)
 	client := authv3.NewAuthorizationClient(conn)
 
@@ -51,6 +54,16 @@ func TestWire_ServeAnswersAsCheckDoes(t *testing.T) {
 		{Key: "x-api-key", RawValue: []byte(tok)}, {Key: "authorization", RawValue: []byte("Basic eDp5")},
 		{Key: "x-request-id", RawValue: []byte("r11")},
 	}}
+	for name, peer := range map[string]*authv3.AttributeContext_Peer{
+		"source by principal": {Principal: "spiffe://mesh.local/ns/a/sa/web"},
+		"source by address": {Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "198.51.100.7"}}}},
+		"source not allowed": {Principal: "spiffe://mesh.local/ns/b/sa/web", Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7"}}}},
+	} {
+		reqs[name] = checkRequest("GET", "/v1/things", map[string]string{"x-api-key": bound, "x-request-id": name})
+		reqs[name].Attributes.Source = peer
+	}
 	for name, req := range reqs {
 		t.Run(name, func(t *testing.T) {
 			want, err := f.srv.Check(context.Background(), req)
