@@ -282,7 +282,9 @@ func (s *Server) decideProto(ctx context.Context, in *checkInput, r *request, bu
 // decision denies with code: an allow telling the upstream so, counted
 // and logged (with the key id when known; never the token).
 func (s *Server) reportDeny(ctx context.Context, buf *allowBuf, r *request, code keygate.Code) answer {
-	s.m.wouldDeny[code].Inc()
+	if c, ok := s.m.wouldDeny[code]; ok { // every code of denyCodes
+		c.Inc()
+	}
 	if s.log.Enabled(ctx, slog.LevelInfo) {
 		attrs := []any{"code", code, "method", r.in.method, "path", pathOnly(r.in.path), "request_id", r.requestID}
 		if r.keyID != "" {
