@@ -47,6 +47,11 @@ type allowMeta struct {
 	// (encodeMetadata); empty is the empty Struct {}.
 	metadata   []byte
 	cacheAgeMS int64 // a number value
+	// wouldDeny, when set, makes this the allow of a report-only route
+	// for a request the decision would deny (SPEC §11): the dynamic
+	// metadata is then {would_deny: <code>} alone, every other field
+	// unset.
+	wouldDeny string
 }
 
 // The dynamic metadata's field names, in the order appendAllow writes them.
@@ -58,6 +63,7 @@ const (
 	metaEnvironment = "environment"
 	metaMetadata    = "metadata"
 	metaCacheAge    = "cache_age_ms"
+	metaWouldDeny   = "would_deny"
 )
 
 // Tags of the response fields the encoders write: every field number is
@@ -126,6 +132,9 @@ func appendAllow(b []byte, a *allowOut) []byte {
 	}
 
 	b = encAppendLen(b, tagCheckResponseDynamicMetadata, meta)
+	if a.meta.wouldDeny != "" {
+		return encAppendStringEntry(b, metaWouldDeny, a.meta.wouldDeny)
+	}
 	b = encAppendKeyMeta(b, &a.meta)
 	return encAppendCacheAge(b, a.meta.cacheAgeMS)
 }
@@ -184,7 +193,12 @@ func allowOKSize(a *allowOut) int {
 	return n
 }
 
-func allowMetaSize(m *allowMeta) int { return encKeyMetaSize(m) + encCacheAgeSize }
+func allowMetaSize(m *allowMeta) int {
+	if m.wouldDeny != "" {
+		return encFieldSize(encStringEntrySize(metaWouldDeny, m.wouldDeny))
+	}
+	return encKeyMetaSize(m) + encCacheAgeSize
+}
 
 // encFieldSize is the size of a length-delimited field of n bytes with a
 // one-byte tag.
@@ -272,6 +286,15 @@ func allowProto(a *allowOut) *authv3.CheckResponse {
 		ResponseHeadersToAdd: wireHeaderOptions(a.responseHeaders),
 	}
 	m := &a.meta
+	if m.wouldDeny != "" {
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+				metaWouldDeny: structpb.NewStringValue(m.wouldDeny),
+			}},
+		}
+	}
 	scopes := make([]*structpb.Value, len(m.scopes))
 	for i, s := range m.scopes {
 		scopes[i] = structpb.NewStringValue(s)
@@ -314,8 +337,13 @@ func wireHeaderOptions(hs []wireHeader) []*corev3.HeaderValueOption {
 // proto.Marshal requires of proto3 strings and appendAllow assumes.
 func (a *allowOut) validUTF8() bool {
 	m := &a.meta
-	return wireHeadersValidUTF8(a.headers) && wireStringsValidUTF8(a.remove) && wireHeadersValidUTF8(a.responseHeaders) &&
-		wireStringsValidUTF8([]string{m.keyID, m.orgID, m.userID, m.environment}) && wireStringsValidUTF8(m.scopes)
+	if !wireHeadersValidUTF8(a.headers) || !wireStringsValidUTF8(a.remove) || !wireHeadersValidUTF8(a.responseHeaders) {
+		return false
+	}
+	if m.wouldDeny != "" { // the only metadata written
+		return utf8.ValidString(m.wouldDeny)
+	}
+	return wireStringsValidUTF8([]string{m.keyID, m.orgID, m.userID, m.environment}) && wireStringsValidUTF8(m.scopes)
 }
 
 // encodeMetadata is a key's metadata JSON object as the encoded Struct

@@ -35,6 +35,10 @@ type HTTPRequest struct {
 type HTTPAnswer struct {
 	// Code is the deny's code, "" for an allow.
 	Code keygate.Code
+	// WouldDeny is, for an allow on a report-only route (SPEC §11), the
+	// code an enforced route would have denied with; Identity then holds
+	// only the x-keygate-would-deny header.
+	WouldDeny keygate.Code
 	// Status is 200 for an allow, else the deny's HTTP status.
 	Status int
 	// Headers are every header of the response: for a deny its headers
@@ -100,7 +104,7 @@ func (a *answer) http() HTTPAnswer {
 		return out
 	}
 	al := &a.allow
-	out := HTTPAnswer{Status: 200, Remove: append([]string(nil), al.remove...)}
+	out := HTTPAnswer{Status: 200, WouldDeny: a.wouldDeny, Remove: append([]string(nil), al.remove...)}
 	out.Headers = make([]HTTPHeader, 0, len(al.headers)+len(al.responseHeaders)+1)
 	for _, h := range al.headers {
 		out.Headers = append(out.Headers, HTTPHeader{h.name, h.value})

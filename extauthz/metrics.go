@@ -13,6 +13,9 @@ type metrics struct {
 	allowed prometheus.Counter
 	byCode  map[keygate.Code]prometheus.Counter // denies
 	latency prometheus.Histogram
+	// wouldDeny counts the allows of report-only routes by the code the
+	// decision would have denied with (SPEC §11).
+	wouldDeny map[keygate.Code]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -27,12 +30,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	})
 	// Precomputed so the hot path does no label lookup, and an allow not
 	// even a map lookup.
-	m := &metrics{allowed: checks.WithLabelValues("allow", ""), byCode: map[keygate.Code]prometheus.Counter{}, latency: latency}
+	wouldDeny := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keygate_would_deny_total",
+		Help: "Requests a report-only route allowed that an enforced one would deny, by the code of that deny.",
+	}, []string{"code"})
+	m := &metrics{allowed: checks.WithLabelValues("allow", ""), byCode: map[keygate.Code]prometheus.Counter{}, latency: latency,
+		wouldDeny: map[keygate.Code]prometheus.Counter{}}
 	for _, c := range denyCodes() {
 		m.byCode[c] = checks.WithLabelValues("deny", string(c))
+		if reportable(c) {
+			m.wouldDeny[c] = wouldDeny.WithLabelValues(string(c))
+		}
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{checks, latency} {
+		for _, c := range []prometheus.Collector{checks, latency, wouldDeny} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
 			}
@@ -49,6 +60,11 @@ func (m *metrics) observe(code keygate.Code, d time.Duration) {
 	}
 	m.latency.Observe(d.Seconds())
 }
+
+// reportable reports whether a report-only route turns a deny with code
+// into an allow: every code but invalid_request, since a path that is not
+// normalized might be another, enforced route to the upstream (SPEC §11).
+func reportable(code keygate.Code) bool { return code != keygate.CodeInvalidRequest }
 
 // denyCodes lists every code a Check can deny with (SPEC §3).
 func denyCodes() []keygate.Code {

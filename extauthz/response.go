@@ -19,6 +19,7 @@ import (
 type headerNames struct {
 	prefix                                                       string
 	keyID, orgID, userID, scopes, keyType, environment, projects string
+	wouldDeny                                                    string // a report-only route's (SPEC §11)
 }
 
 func newHeaderNames(prefix string) *headerNames {
@@ -31,6 +32,7 @@ func newHeaderNames(prefix string) *headerNames {
 		keyType:     prefix + "key-type",
 		environment: prefix + "environment",
 		projects:    prefix + "project-ids",
+		wouldDeny:   prefix + "would-deny",
 	}
 }
 
@@ -130,6 +132,49 @@ func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, 
 		metadata:   unsafe.Slice(unsafe.StringData(meta), len(meta)), // read only
 		cacheAgeMS: age,
 	}
+	return a
+}
+
+// wouldDenyAllow builds into b the allow of a report-only route for a
+// request the decision denies with code (SPEC §11): the only header set is
+// x-keygate-would-deny (no identity: there is none to vouch for), the
+// credential headers and every other client-sent prefixed header are
+// removed as on any allow, no ratelimit-* headers are added, and the
+// dynamic metadata is {would_deny: code}.
+func (s *Server) wouldDenyAllow(b *allowBuf, r *request, code keygate.Code) (a allowOut) {
+	n := s.names
+	b.headers[0] = wireHeader{n.wouldDeny, string(code)}
+	a.headers = b.headers[:1]
+	var remove []string
+	add := func(name string) {
+		for _, have := range remove {
+			if have == name {
+				return
+			}
+		}
+		remove = append(remove, name)
+	}
+	for _, h := range r.in.headers {
+		switch name := strings.ToLower(h.name); {
+		case n.hasPrefix(name):
+			// A forged x-keygate-would-deny is overwritten by the set
+			// (append: false); Envoy removes after it sets, so the name
+			// set is never listed.
+			if name != n.wouldDeny {
+				add(name)
+			}
+		case !s.cfg.StripCredentials:
+		case name == "x-api-key":
+			add(name)
+		case name == "authorization" && (bearerPart(h.value) || r.creds.apiKeyN == 0):
+			// What keygate read as a credential: any Bearer, or any
+			// authorization without an x-api-key. A non-Bearer one beside
+			// an x-api-key belongs to the upstream (SPEC §3 rule 3).
+			add(name)
+		}
+	}
+	a.remove = remove
+	a.meta = allowMeta{wouldDeny: string(code)}
 	return a
 }
 

@@ -189,6 +189,11 @@ type request struct {
 	// detail, when set, replaces the deny's default message: which scope
 	// the route needs, which rule of normalization the path broke.
 	detail string
+	// report is set on a report-only route (SPEC §11): a deny becomes an
+	// allow carrying x-keygate-would-deny. keyID is the key's id, once
+	// known, for the would-deny's log line.
+	report bool
+	keyID  string
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check for callers
@@ -235,6 +240,9 @@ type answer struct {
 	code  keygate.Code // "" for an allow
 	allow allowOut
 	deny  *denyOut
+	// wouldDeny is, for the allow of a report-only route, the code an
+	// enforced route would have denied with.
+	wouldDeny keygate.Code
 }
 
 func (a *answer) proto() *authv3.CheckResponse {
@@ -256,9 +264,54 @@ func (a *answer) wire(b []byte) []byte {
 func (s *Server) decideProto(ctx context.Context, in *checkInput, r *request, buf *allowBuf, now time.Time) answer {
 	v, from, code := s.decide(ctx, in, r, now)
 	if code != "" {
+		if r.report && reportable(code) {
+			// Denies before the path normalization step too: a path that
+			// is not normalized is refused on every route.
+			if err := policy.CheckPath(in.path); err != nil {
+				r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
+				code = keygate.CodeInvalidRequest
+			} else {
+				return s.reportDeny(ctx, buf, r, code)
+			}
+		}
 		return answer{code: code, deny: s.deny(r, code)}
 	}
 	return answer{allow: s.allow(buf, v, r, from, now)}
+}
+
+// reportDeny is the answer on a report-only route to a request the
+// decision denies with code: an allow telling the upstream so, counted
+// and logged (with the key id when known; never the token).
+func (s *Server) reportDeny(ctx context.Context, buf *allowBuf, r *request, code keygate.Code) answer {
+	if c, ok := s.m.wouldDeny[code]; ok { // every code of denyCodes
+		c.Inc()
+	}
+	if s.log.Enabled(ctx, slog.LevelInfo) {
+		attrs := []any{"code", code, "method", r.in.method, "path", pathOnly(r.in.path), "request_id", r.requestID}
+		if r.keyID != "" {
+			attrs = append(attrs, "key_id", r.keyID)
+		}
+		s.log.Info("would deny (report-only route)", attrs...)
+	}
+	return answer{wouldDeny: code, allow: s.wouldDenyAllow(buf, r, code)}
+}
+
+// routeMode is the mode of in's route (SPEC §11), known before any step
+// runs: on a report-only route every deny, those before the route policy
+// step too, is reported instead. An invalid keygate.mode is enforce here;
+// the route policy step then denies the request (forbidden).
+func (s *Server) routeMode(in *checkInput) policy.Mode {
+	pol := s.defPol
+	if s.cfg.Policy != nil {
+		if p := s.cfg.Policy(); p != nil {
+			pol = p
+		}
+	}
+	m, err := pol.ModeExt(in.method, in.path, (*extPairs)(&in.ext))
+	if err != nil {
+		return policy.Enforce
+	}
+	return m
 }
 
 // decide runs every step of SPEC §3 on in at now: one reading of the clock
@@ -287,6 +340,7 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 	if r.requestID == "" {
 		r.requestID = in.id
 	}
+	r.report = s.routeMode(in) == policy.Report
 	// The client address matters to the throttle and to a key bound to
 	// sources: parse it only for them.
 	var addr netip.Addr
@@ -295,6 +349,9 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 	}
 
 	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
+	if r.report && v != nil {
+		r.keyID = v.ID() // for a would-deny's log line
+	}
 	if code != "" {
 		return nil, 0, code
 	}

@@ -315,6 +315,9 @@ func (s *fuzzSource) allow(t *testing.T) *allowOut {
 		}
 		a.meta.metadata = b
 	}
+	if s.byte()&1 == 1 { // a report-only route's would-deny allow
+		a.meta.wouldDeny = s.string()
+	}
 	return a
 }
 

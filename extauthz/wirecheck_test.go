@@ -48,6 +48,16 @@ func TestWire_ServeAnswersAsCheckDoes(t *testing.T) {
 		"conflicting":              checkRequest("GET", "/v1/things", map[string]string{"x-api-key": tok, "authorization": "Bearer " + restricted, "x-request-id": "r9"}),
 		"context extension scope":  checkRequest("GET", "/v1/things", map[string]string{"x-api-key": restricted, "x-request-id": "r10"}),
 		"raw header_map, repeated": checkRequest("GET", "/v1/things", nil),
+		// Report-only routes (SPEC §11): would-deny allows, an allow, and
+		// invalid_request, which stays a deny.
+		"report missing":            checkRequest("GET", "/v1/things", map[string]string{"x-request-id": "r12", "x-keygate-would-deny": "forged"}),
+		"report insufficient scope": checkRequest("POST", "/v1/things", map[string]string{"x-api-key": restricted, "x-keygate-org-id": "evil", "x-request-id": "r13"}),
+		"report conflicting":        checkRequest("GET", "/v1/things", map[string]string{"x-api-key": tok, "authorization": "Bearer " + restricted, "x-request-id": "r14"}),
+		"report allow, forged":      checkRequest("GET", "/v1/things", map[string]string{"x-api-key": tok, "x-keygate-would-deny": "forged", "x-request-id": "r15"}),
+		"report bad path":           checkRequest("GET", "/v1/a;b", map[string]string{"x-request-id": "r16"}),
+	}
+	for _, name := range []string{"report missing", "report insufficient scope", "report conflicting", "report allow, forged", "report bad path"} {
+		reqs[name].Attributes.ContextExtensions = map[string]string{"keygate.mode": "report"}
 	}
 	reqs["context extension scope"].Attributes.ContextExtensions = map[string]string{"keygate.scope": "admin"}
 	reqs["raw header_map, repeated"].Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{

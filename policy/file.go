@@ -131,6 +131,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 				}
 				p.rules = append(p.rules, r)
 				p.bits = append(p.bits, r.methods.mask())
+				p.hasModes = p.hasModes || r.hasMode
 				return nil
 			})
 		default: // projects
@@ -155,7 +156,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 
 func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 	var r rule
-	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable"}, func(key string, _, v *yaml.Node) error {
+	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode"}, func(key string, _, v *yaml.Node) error {
 		field := where + "." + key
 		switch key {
 		case "methods":
@@ -201,6 +202,16 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 				return l.errorf(v, field, "%v", err)
 			}
 			r.hasPublishable = true
+		case "mode":
+			s, err := l.str(v, field)
+			if err != nil {
+				return err
+			}
+			m, ok := parseMode(s)
+			if !ok {
+				return l.errorf(v, field, "%q is neither \"enforce\" nor \"report\"", s)
+			}
+			r.mode, r.hasMode = m, true
 		}
 		return nil
 	})

@@ -23,7 +23,38 @@ const (
 	ExtScope       = "keygate.scope"       // the scope the route requires
 	ExtPublishable = "keygate.publishable" // "true" or "false"
 	ExtProject     = "keygate.project"     // one project pattern
+	ExtMode        = "keygate.mode"        // "enforce" or "report" (SPEC §11)
 )
+
+// Mode is how a route applies its decision (SPEC §11).
+type Mode uint8
+
+const (
+	// Enforce denies what the decision denies: the default.
+	Enforce Mode = iota
+	// Report allows what the decision would deny (except invalid_request),
+	// telling the upstream which code it would have been.
+	Report
+)
+
+// String is the mode as the policy file and keygate.mode spell it.
+func (m Mode) String() string {
+	if m == Report {
+		return "report"
+	}
+	return "enforce"
+}
+
+// parseMode reads "enforce" or "report".
+func parseMode(s string) (Mode, bool) {
+	switch s {
+	case "enforce":
+		return Enforce, true
+	case "report":
+		return Report, true
+	}
+	return Enforce, false
+}
 
 // ErrInvalidExtension is matched (errors.Is) by the error Resolve returns
 // for a context extension value that is not valid; extauthz denies such a
@@ -36,6 +67,7 @@ type Route struct {
 	Publishable bool   // publishable keys may call the route
 	Project     string // the project the path names, when HasProject
 	HasProject  bool
+	Mode        Mode // enforce (the default) or report
 }
 
 // Policy is a loaded policy file. A nil *Policy is the default policy (no
@@ -52,7 +84,10 @@ type Policy struct {
 	// names a project.
 	projects    []*pattern
 	hasProjects bool
-	ext         extCache
+	// hasModes is set when some rule sets mode: without one, ModeExt
+	// matches no rule.
+	hasModes bool
+	ext      extCache
 }
 
 type rule struct {
@@ -62,6 +97,8 @@ type rule struct {
 	hasScope       bool
 	publishable    bool
 	hasPublishable bool
+	mode           Mode
+	hasMode        bool
 }
 
 // Default returns the policy without a file: GET, HEAD and OPTIONS need
@@ -114,24 +151,27 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 		path = path[:i]
 	}
 	var (
-		r                Route
-		hasScope, hasPub bool
-		extProject       *pattern
+		r                         Route
+		hasScope, hasPub, hasMode bool
+		extProject                *pattern
 	)
 	if ext.Len() > 0 { // most routes carry none: skip the lookups
 		var err error
-		if r, hasScope, hasPub, extProject, err = p.fromExtensions(ext); err != nil {
+		if r, hasScope, hasPub, hasMode, extProject, err = p.fromExtensions(ext); err != nil {
 			return Route{}, err
 		}
 	}
 
-	if (!hasScope || !hasPub) && p != nil {
+	if (!hasScope || !hasPub || !hasMode) && p != nil {
 		if ru := p.match(method, path); ru != nil {
 			if !hasScope && ru.hasScope {
 				r.Scope, hasScope = ru.scope, true
 			}
 			if !hasPub && ru.hasPublishable {
 				r.Publishable = ru.publishable
+			}
+			if !hasMode && ru.hasMode {
+				r.Mode = ru.mode
 			}
 		}
 	}
@@ -154,10 +194,51 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 	return r, nil
 }
 
+// ModeExt returns only the mode of a request's route, from the same
+// sources as ResolveExt (keygate.mode, then the first matching rule, then
+// enforce), without the rest of the route. A caller needs the mode before
+// anything else is decided: on a report route every deny, including those
+// before the route policy step, is reported instead. The error matches
+// ErrInvalidExtension for a keygate.mode that is neither "enforce" nor
+// "report". ext may be nil. Like ResolveExt it does not check that path is normalized.
+func (p *Policy) ModeExt(method, path string, ext Extensions) (Mode, error) {
+	if ext != nil && ext.Len() > 0 {
+		if m, ok, err := extMode(ext); ok || err != nil {
+			return m, err
+		}
+	}
+	if p == nil || !p.hasModes {
+		return Enforce, nil
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if ru := p.match(method, path); ru != nil && ru.hasMode {
+		return ru.mode, nil
+	}
+	return Enforce, nil
+}
+
+// extMode reads keygate.mode.
+func extMode(ext Extensions) (Mode, bool, error) {
+	s, ok := ext.Get(ExtMode)
+	if !ok {
+		return Enforce, false, nil
+	}
+	m, valid := parseMode(s)
+	if !valid {
+		return Enforce, false, fmt.Errorf("%w %s: %q is neither \"enforce\" nor \"report\"", ErrInvalidExtension, ExtMode, s)
+	}
+	return m, true, nil
+}
+
 // fromExtensions reads the settings that context_extensions set.
-func (p *Policy) fromExtensions(ext Extensions) (r Route, hasScope, hasPub bool, project *pattern, err error) {
+func (p *Policy) fromExtensions(ext Extensions) (r Route, hasScope, hasPub, hasMode bool, project *pattern, err error) {
+	if r.Mode, hasMode, err = extMode(ext); err != nil {
+		return Route{}, false, false, false, nil, err
+	}
 	if r.Scope, hasScope = ext.Get(ExtScope); hasScope && !validScope(r.Scope) {
-		return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is not a valid scope", ErrInvalidExtension, ExtScope, r.Scope)
+		return Route{}, false, false, false, nil, fmt.Errorf("%w %s: %q is not a valid scope", ErrInvalidExtension, ExtScope, r.Scope)
 	}
 	if pub, ok := ext.Get(ExtPublishable); ok {
 		switch pub {
@@ -166,15 +247,15 @@ func (p *Policy) fromExtensions(ext Extensions) (r Route, hasScope, hasPub bool,
 		case "false":
 			hasPub = true
 		default:
-			return Route{}, false, false, nil, fmt.Errorf("%w %s: %q is neither \"true\" nor \"false\"", ErrInvalidExtension, ExtPublishable, pub)
+			return Route{}, false, false, false, nil, fmt.Errorf("%w %s: %q is neither \"true\" nor \"false\"", ErrInvalidExtension, ExtPublishable, pub)
 		}
 	}
 	if src, ok := ext.Get(ExtProject); ok {
 		if project, err = p.extPattern(src); err != nil {
-			return Route{}, false, false, nil, err
+			return Route{}, false, false, false, nil, err
 		}
 	}
-	return r, hasScope, hasPub, project, nil
+	return r, hasScope, hasPub, hasMode, project, nil
 }
 
 // match returns the first rule whose methods and path match, or nil.

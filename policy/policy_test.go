@@ -187,3 +187,77 @@ func TestResolve_DoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestMode_EachSourceInTurn(t *testing.T) {
+	p, err := Parse("mode.yaml", []byte(`
+rules:
+  - {path: "/v1/new/**", mode: report}
+  - {methods: [POST], path: "/v1/old/**", mode: enforce}
+  - {path: "/v1/old/**", scope: read}
+  - {path: "/v1/**", mode: report}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		pol          *Policy
+		method, path string
+		ext          map[string]string
+		want         Mode
+	}{
+		{"no file: enforce", nil, "GET", "/v1/new/x", nil, Enforce},
+		{"no file, extension report", nil, "GET", "/v1/new/x", map[string]string{ExtMode: "report"}, Report},
+		{"file without modes: enforce", mustLoad(t, "example.yaml"), "GET", "/v1/x", nil, Enforce},
+		{"rule report", p, "GET", "/v1/new/x", nil, Report},
+		{"rule report, query ignored", p, "GET", "/v1/new?x=/v1/old", nil, Report},
+		{"rule enforce", p, "POST", "/v1/old/x", nil, Enforce},
+		// The first matching rule is the file's answer: a later rule's
+		// mode never applies.
+		{"first rule leaves mode out: default", p, "GET", "/v1/old/x", nil, Enforce},
+		{"later rule", p, "GET", "/v1/other", nil, Report},
+		{"no rule matches", p, "GET", "/v2/x", nil, Enforce},
+		{"extension enforce over rule report", p, "GET", "/v1/new/x", map[string]string{ExtMode: "enforce"}, Enforce},
+		{"extension report over rule enforce", p, "POST", "/v1/old/x", map[string]string{ExtMode: "report"}, Report},
+		{"other extensions only: the file", p, "GET", "/v1/new/x", map[string]string{ExtScope: "admin"}, Report},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.pol.ModeExt(tt.method, tt.path, ExtMap(tt.ext))
+			if err != nil || got != tt.want {
+				t.Errorf("ModeExt = %v, %v; want %v", got, err, tt.want)
+			}
+			r, err := tt.pol.Resolve(tt.method, tt.path, tt.ext)
+			if err != nil || r.Mode != tt.want {
+				t.Errorf("Resolve = %+v, %v; want mode %v", r, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMode_InvalidExtensionFailsClosed(t *testing.T) {
+	for _, v := range []string{"", "Report", "audit", "true"} {
+		ext := map[string]string{ExtMode: v}
+		want := `policy: invalid context extension keygate.mode: "` + v + `" is neither "enforce" nor "report"`
+		if _, err := Default().ModeExt("GET", "/v1/x", ExtMap(ext)); !errors.Is(err, ErrInvalidExtension) || err.Error() != want {
+			t.Errorf("ModeExt(%q) error = %v; want %s", v, err, want)
+		}
+		if _, err := Default().Resolve("GET", "/v1/x", ext); !errors.Is(err, ErrInvalidExtension) || err.Error() != want {
+			t.Errorf("Resolve(%q) error = %v; want %s", v, err, want)
+		}
+	}
+}
+
+func TestModeExt_DoesNotAllocate(t *testing.T) {
+	p, err := Parse("mode.yaml", []byte("rules:\n  - {path: \"/v1/**\", mode: report}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := ExtMap{ExtMode: "enforce"}
+	if n := testing.AllocsPerRun(100, func() {
+		_, _ = p.ModeExt("GET", "/v1/x?y", nil)
+		_, _ = p.ModeExt("GET", "/v1/x", ext)
+	}); n != 0 {
+		t.Errorf("ModeExt allocates %v times", n)
+	}
+}
