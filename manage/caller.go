@@ -504,7 +504,13 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	nt := store.NewToken{Hash: tok.Hash(), Prefix: tok.Prefix(), Last4: tok.Last4()}
+	nt := store.NewToken{Hash: tok.Hash(), Prefix: tok.Prefix(), Last4: tok.Last4(),
+		// Judged again on the key as the roll locks it: an admin who
+		// widens the key meanwhile must not have this caller's roll
+		// judged against the narrower key it read.
+		Allowed: func(k keygate.Key) error {
+			return s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll)
+		}}
 	k, err = s.store.RollKey(ctx, c.Key.OrgID, id, nt, grace, c.actor())
 	if err != nil {
 		return CreatedKey{}, err

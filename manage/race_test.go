@@ -61,3 +61,53 @@ func TestUpdateKeyAs_WideningIsJudgedOnTheLockedKey(t *testing.T) {
 		t.Errorf("owner key after the race: %+v, %v; want it inactive", k, err)
 	}
 }
+
+// racingRollStore raises the target key's rate limit (an admin's PATCH)
+// between the read a roll is judged on and the roll itself.
+type racingRollStore struct {
+	*sqlite.Store
+	orgID, keyID string
+}
+
+func (r *racingRollStore) RollKey(ctx context.Context, orgID, id string, t store.NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error) {
+	if id == r.keyID {
+		if _, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, store.KeyUpdate{RateLimitPerMinute: ptr(1000)}, keygate.Actor{}); err != nil {
+			return keygate.Key{}, err
+		}
+	}
+	return r.Store.RollKey(ctx, orgID, id, t, grace, by)
+}
+
+// A roll mints a token, so the key may have nothing beyond the caller; if
+// an admin widens the key between manage's read and the roll, the roll is
+// judged on the widened key, as the roll locks it.
+func TestRollKeyAs_BoundsAreJudgedOnTheLockedKey(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc := New(st, apikey.DefaultFormat(), time.Now)
+	member, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "member", Role: "member",
+		RateLimitPerMinute: ptr(10), CreateOrganization: true}, keygate.Actor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "target", Role: "member",
+		RateLimitPerMinute: ptr(5)}, keygate.Actor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	racing := New(&racingRollStore{Store: st, orgID: "acme", keyID: target.Key.ID}, apikey.DefaultFormat(), time.Now)
+	_, err = racing.RollKeyAs(ctx, Caller{Key: member.Key}, target.Key.ID, 0)
+	if keygate.ErrorCode(err) != keygate.CodeInsufficientPermissions {
+		t.Errorf("roll raced with a widening = %v; want insufficient_permissions", err)
+	}
+	if k, err := st.GetKey(ctx, "acme", target.Key.ID); err != nil || k.Last4 != target.Key.Last4 {
+		t.Errorf("target after the refused roll: %+v, %v; want its old token", k, err)
+	}
+}

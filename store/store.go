@@ -148,6 +148,13 @@ type NewToken struct {
 	Hash   keygate.Hash
 	Prefix string
 	Last4  string
+	// Allowed, if set, is called by RollKey with the key as the roll has
+	// locked it, before anything is written; its error refuses the roll
+	// and is returned as is. The bounds a roll is judged by (the key may
+	// have nothing beyond the caller) are judged again here, so a
+	// concurrent change to the key cannot slip between the check and the
+	// new token (as KeyUpdate.Allowed for PATCH).
+	Allowed func(current keygate.Key) error
 }
 
 // NewKey is a key to create. Its fields are validated by the caller; the

@@ -505,9 +505,14 @@ func (s *Store) ReportLeak(ctx context.Context, orgID, id string, l store.LeakRe
 func (s *Store) RollKey(ctx context.Context, orgID, id string, t store.NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error) {
 	var k keygate.Key
 	err := s.write(ctx, by, func(tx *sql.Tx, now time.Time) (*change, error) {
-		_, hashes, err := liveKey(ctx, tx, orgID, id)
+		cur, hashes, err := liveKey(ctx, tx, orgID, id)
 		if err != nil {
 			return nil, err
+		}
+		if t.Allowed != nil {
+			if err := t.Allowed(cur); err != nil {
+				return nil, err
+			}
 		}
 		until := toUS(trunc(now.Add(grace)))
 		if _, err := tx.ExecContext(ctx, `UPDATE key_tokens SET expires_at = min(coalesce(expires_at, ?1), ?1)
