@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,44 +11,12 @@ import (
 	"github.com/keygate/keygate/internal/tcpproxy"
 )
 
-// silentServer is a 127.0.0.1 address that accepts connections and never
-// answers: a database behind a hung proxy or a dead NAT entry.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // TestKeys_SilentDatabaseFailsWithinTheConnectTimeout: `keys list` against
 // a database that accepts and never answers fails after the 5 s connect
 // timeout, naming host:port and never the password.
 func TestKeys_SilentDatabaseFailsWithinTheConnectTimeout(t *testing.T) {
 	t.Parallel()
-	addr := silentServer(t)
+	addr := tcpproxy.Silent(t)
 	start := time.Now()
 	r := invoke(t, env{"KEYGATE_DATABASE_URL": "postgres://kg:hunter2@" + addr + "/keygate?sslmode=disable"},
 		"keys", "list", "--org", "acme")
@@ -207,7 +173,7 @@ func TestServe_EmptyPostgresStoreSaysHowToMakeTheFirstKey(t *testing.T) {
 // TestServe_SignalWhileWaitingForTheDatabaseStops: a SIGTERM while the
 // database does not answer ends serve at once, exit 0.
 func TestServe_SignalWhileWaitingForTheDatabaseStops(t *testing.T) {
-	s := start(t, env{"KEYGATE_DATABASE_URL": "postgres://kg@" + silentServer(t) + "/keygate?sslmode=disable"})
+	s := start(t, env{"KEYGATE_DATABASE_URL": "postgres://kg@" + tcpproxy.Silent(t) + "/keygate?sslmode=disable"})
 	s.waitForLog(t, "starting", 5*time.Second)
 	signalled := time.Now()
 	s.signal()

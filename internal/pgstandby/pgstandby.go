@@ -309,10 +309,7 @@ func serverURL() string {
 
 func skipOrFail(t testing.TB, msg string) {
 	t.Helper()
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatal("pgstandby: " + msg + " (" + RequireEnv + "=1, so this fails instead of skipping)")
-	}
-	testskip.Skip(t, "pgstandby: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // also on the terminal: `go test ./...` hides skips
+	testskip.Unless(t, RequireEnv, "pgstandby: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // a skip is also on the terminal: `go test ./...` hides skips
 }
 
 // freeAddr is a 127.0.0.1 address that was free a moment ago.

@@ -22,6 +22,39 @@ type Proxy struct {
 	wg        sync.WaitGroup
 }
 
+// Silent is a 127.0.0.1 address that accepts connections and never
+// answers, like a database behind a hung proxy or a dead NAT entry. Its
+// connections are closed when the test ends.
+func Silent(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
 // Start listens on 127.0.0.1 and forwards to target until the test ends.
 func Start(t testing.TB, target string) *Proxy {
 	t.Helper()

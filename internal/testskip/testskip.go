@@ -42,6 +42,17 @@ func Skip(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
+// Unless fails t with msg when the environment variable require is "1"
+// (CI sets it, so a missing dependency can never pass as a skip), and
+// otherwise skips it with msg, as Skip does.
+func Unless(t testing.TB, require, msg string) {
+	t.Helper()
+	if os.Getenv(require) == "1" {
+		t.Fatal(msg + " (" + require + "=1, so this fails instead of skipping)")
+	}
+	Skip(t, msg)
+}
+
 // process is the notifier of this test binary.
 var process = &notifier{
 	runID:    runID,

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"io/fs"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/tcpproxy"
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
 	"github.com/keygate/keygate/store/storetest"
@@ -320,38 +320,6 @@ func TestOpen_KeepsExecModeFromURL(t *testing.T) {
 	}
 }
 
-// silentServer is a 127.0.0.1 address that accepts connections and never
-// answers, like a database behind a dead NAT entry or a hung proxy.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // TestOpen_SilentServerIsABoundedError: a server that accepts and never
 // answers fails Open after the connect timeout (5 s unless the URL sets
 // connect_timeout), naming host:port and never the password.
@@ -366,7 +334,7 @@ func TestOpen_SilentServerIsABoundedError(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			addr := silentServer(t)
+			addr := tcpproxy.Silent(t)
 			start := time.Now()
 			_, err := postgres.Open(t.Context(), postgres.Config{URL: "postgres://kg:hunter2@" + addr + "/keygate?" + tt.query})
 			took := time.Since(start)
@@ -387,7 +355,7 @@ func TestOpen_SilentServerIsABoundedError(t *testing.T) {
 // migrations has the same bound (LISTEN connects with the same config).
 func TestMigrate_SilentListenServerIsABoundedError(t *testing.T) {
 	t.Parallel()
-	addr := silentServer(t)
+	addr := tcpproxy.Silent(t)
 	s, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t),
 		ListenURL: "postgres://kg:hunter2@" + addr + "/keygate?sslmode=disable"})
 	if err != nil {
