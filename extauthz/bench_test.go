@@ -199,8 +199,9 @@ func BenchmarkCheckDenyMalformed(b *testing.B) {
 
 // BenchmarkCheckFromTheWire is a hit as serve answers it, less the gRPC
 // transport: a realistic CheckRequest's bytes read with the wire reader,
-// the decision (with the server default rate limit, so every allow carries
-// ratelimit-* headers), and the allow written into a pooled buffer that is
+// the decision (a key whose own rate limit is 0, unlimited, beside the
+// server default: it never runs dry, and its allows carry no ratelimit-*
+// headers), and the allow written into a pooled buffer that is
 // handed back, as grpc does once the bytes are sent. BenchmarkCheckProto
 // is the same request through protobuf: Unmarshal, the in-process Check,
 // Marshal.
@@ -249,10 +250,10 @@ func BenchmarkCheckProto(b *testing.B) {
 	})
 }
 
-// benchWire is a server deciding through a real cache on the real clock
-// with --rate-limit's default, and the bytes of a typical Envoy request
-// (ten headers, a source address, a route's context extension).
-func benchWire(b *testing.B) (*Server, []byte) {
+// benchKeyServer is a server deciding through a real cache on the real
+// clock, with a limiter and --rate-limit's default, and the token of its
+// one key, whose own limit is 0 (unlimited), so no run ever denies.
+func benchKeyServer(b *testing.B) (*Server, string) {
 	b.Helper()
 	f := newFixture(&testing.T{}, Config{StripCredentials: true})
 	tok := f.key(func(r *keygate.KeyRecord) {
@@ -264,7 +265,14 @@ func benchWire(b *testing.B) (*Server, []byte) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100})
+	return benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100}), tok
+}
+
+// benchWire is benchKeyServer and the bytes of a typical Envoy request for
+// its key (ten headers, a source address, a route's context extension).
+func benchWire(b *testing.B) (*Server, []byte) {
+	b.Helper()
+	srv, tok := benchKeyServer(b)
 	headers := benchHeaders(tok)
 	for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
 		":scheme": "https", "x-forwarded-for": "203.0.113.7"} {

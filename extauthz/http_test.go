@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/ratelimit"
@@ -16,17 +15,7 @@ import (
 // which HTTP carries in its request line).
 func benchHTTP(b *testing.B) (*Server, HTTPRequest) {
 	b.Helper()
-	f := newFixture(&testing.T{}, Config{StripCredentials: true})
-	tok := f.key(func(r *keygate.KeyRecord) {
-		r.LoadedAt = time.Now()
-		unlimited := 0
-		r.Key.RateLimitPerMinute = &unlimited
-	})
-	lim, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100})
+	srv, tok := benchKeyServer(b)
 	hs := benchHeaders(tok)
 	hs["x-forwarded-for"] = "203.0.113.7"
 	req := HTTPRequest{Method: "GET", Path: "/v1/things", ClientAddr: netip.MustParseAddr("203.0.113.7")}

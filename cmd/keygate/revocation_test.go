@@ -127,20 +127,28 @@ func (k *keyring) revoke(id string) {
 	}
 }
 
-// adminExec runs one statement on the test server's admin database.
-func adminExec(t *testing.T, sql string, args ...any) {
+// adminConn connects to the test server's admin database for one
+// statement or query, bounded by ctx; done closes both at once.
+func adminConn(t *testing.T) (ctx context.Context, conn *pgx.Conn, done func()) {
 	t.Helper()
 	admin := os.Getenv("KEYGATE_TEST_DATABASE_URL")
 	if admin == "" {
 		admin = pgtest.DefaultURL
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	return ctx, conn, func() { conn.Close(context.Background()); cancel() }
+}
+
+// adminExec runs one statement on the test server's admin database.
+func adminExec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	ctx, conn, done := adminConn(t)
+	defer done()
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
 		t.Fatal(err)
 	}

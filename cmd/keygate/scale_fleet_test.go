@@ -15,7 +15,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/internal/pgbouncer"
@@ -479,17 +478,8 @@ func reportCPU(t *testing.T, a, b cpuSample, revocations int) {
 // adminQuery runs a query on the test server's admin database.
 func adminQuery(t *testing.T, sql string, args ...any) [][]any {
 	t.Helper()
-	admin := os.Getenv("KEYGATE_TEST_DATABASE_URL")
-	if admin == "" {
-		admin = pgtest.DefaultURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	ctx, conn, done := adminConn(t)
+	defer done()
 	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
 		t.Fatal(err)
