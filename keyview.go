@@ -239,13 +239,10 @@ func (v *KeyView) Size() int {
 
 // inList reports whether the comma-joined list holds s.
 func inList(list, s string) bool {
-	for list != "" {
-		item := list
-		if i := strings.IndexByte(list, ','); i >= 0 {
-			item, list = list[:i], list[i+1:]
-		} else {
-			list = ""
-		}
+	if list == "" {
+		return false // SplitSeq would yield one empty item
+	}
+	for item := range strings.SplitSeq(list, ",") {
 		if item == s {
 			return true
 		}

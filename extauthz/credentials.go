@@ -95,13 +95,7 @@ func (c *credentials) add(name, value string) {
 // value starts with "Bearer", in any case. A single "Digest …, realm=…" is
 // one value; "Basic …, Bearer …" is two credentials.
 func bearerPart(v string) bool {
-	for v != "" {
-		part := v
-		if i := strings.IndexByte(v, ','); i >= 0 {
-			part, v = v[:i], v[i+1:]
-		} else {
-			v = ""
-		}
+	for part := range strings.SplitSeq(v, ",") {
 		part = strings.TrimLeft(part, " \t")
 		if len(part) >= len("bearer") && strings.EqualFold(part[:len("bearer")], "bearer") {
 			return true

@@ -207,13 +207,7 @@ func splitScopes(arr *[maxScopes]string, joined string) []string {
 		return strings.Split(joined, ",")
 	}
 	n := 0
-	for joined != "" {
-		sc := joined
-		if i := strings.IndexByte(joined, ','); i >= 0 {
-			sc, joined = joined[:i], joined[i+1:]
-		} else {
-			joined = ""
-		}
+	for sc := range strings.SplitSeq(joined, ",") { // joined is not empty here
 		arr[n] = sc
 		n++
 	}

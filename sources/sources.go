@@ -249,13 +249,7 @@ func Match(list string, addr netip.Addr, proxy bool, principal string) bool {
 	addr = addr.Unmap()
 	checkAddr := addr.IsValid() && !proxy
 	okPrincipal := principal != "" && ValidID(principal)
-	for list != "" {
-		item := list
-		if i := strings.IndexByte(list, ','); i >= 0 {
-			item, list = list[:i], list[i+1:]
-		} else {
-			list = ""
-		}
+	for item := range strings.SplitSeq(list, ",") { // list is not empty here
 		if strings.HasPrefix(item, spiffeScheme) {
 			if !okPrincipal {
 				continue
