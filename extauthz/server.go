@@ -126,7 +126,6 @@ type Server struct {
 	denies    map[keygate.Code]*denial
 	m         *metrics
 	defPol    *policy.Policy
-	clientH   string
 	addrs     ratelimit.ClientAddrs
 }
 
@@ -166,7 +165,6 @@ func New(lookup Lookup, cfg Config) (*Server, error) {
 		names:     newHeaderNames(cfg.HeaderPrefix),
 		m:         m,
 		defPol:    policy.Default(),
-		clientH:   cfg.ClientIPHeader,
 		addrs:     ratelimit.ClientAddrs{Header: cfg.ClientIPHeader, Trusted: cfg.TrustedProxies},
 	}
 	s.denies = newDenials(cfg.DocsURL)
@@ -327,7 +325,7 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 		switch {
 		case r.requestID == "" && len(name) == len("x-request-id") && strings.EqualFold(name, "x-request-id"):
 			r.requestID = value
-		case s.clientH != "" && len(name) == len(s.clientH) && strings.EqualFold(name, s.clientH):
+		case s.addrs.Header != "" && len(name) == len(s.addrs.Header) && strings.EqualFold(name, s.addrs.Header):
 			// A list header sent twice (header_map) is one list, as Envoy
 			// joins it in the headers map: its right-most entry counts.
 			if r.clientIP == "" {
@@ -617,8 +615,8 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 // header lines are read as one list, as a proxy would join them.
 func (s *Server) ClientAddr(r *http.Request) netip.Addr {
 	var hv string
-	if s.clientH != "" {
-		hv = strings.Join(r.Header.Values(s.clientH), ",")
+	if s.addrs.Header != "" {
+		hv = strings.Join(r.Header.Values(s.addrs.Header), ",")
 	}
 	a, _ := s.addrs.Peer(r.RemoteAddr, hv)
 	return a
