@@ -47,9 +47,8 @@ const (
 
 // Handler answers both endpoints.
 type Handler struct {
-	d       Decider
-	trusted []netip.Prefix
-	addrs   ratelimit.ClientAddrs
+	d     Decider
+	addrs ratelimit.ClientAddrs
 }
 
 // New returns the handler of --authz-http-addr deciding with d.
@@ -57,8 +56,7 @@ func New(d Decider, cfg Config) *Handler {
 	if cfg.TrustedProxies == nil {
 		cfg.TrustedProxies = ratelimit.DefaultTrustedProxies()
 	}
-	return &Handler{d: d, trusted: cfg.TrustedProxies,
-		addrs: ratelimit.ClientAddrs{Header: "x-forwarded-for", Trusted: cfg.TrustedProxies}}
+	return &Handler{d: d, addrs: ratelimit.ClientAddrs{Header: "x-forwarded-for", Trusted: cfg.TrustedProxies}}
 }
 
 // Server limits: those of the management server, less the long waits it
@@ -110,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // there is nothing to judge.
 func (h *Handler) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	req := h.request(r)
-	if !h.trustedPeer(r.RemoteAddr) {
+	if !h.addrs.TrustedPeer(r.RemoteAddr) {
 		req.Reject = "The forward-auth request did not come from a trusted proxy (--trusted-proxies), so its original method and URI headers are not believed."
 	} else {
 		var reason string
@@ -164,20 +162,6 @@ func (h *Handler) request(r *http.Request) extauthz.HTTPRequest {
 	}
 	addr, _ := h.addrs.Peer(r.RemoteAddr, strings.Join(r.Header.Values("X-Forwarded-For"), ","))
 	return extauthz.HTTPRequest{Headers: headers, ClientAddr: addr}
-}
-
-func (h *Handler) trustedPeer(remoteAddr string) bool {
-	ap, err := netip.ParseAddrPort(remoteAddr)
-	if err != nil {
-		return false
-	}
-	a := ap.Addr()
-	for _, p := range h.trusted {
-		if p.Contains(a) || p.Contains(a.Unmap()) {
-			return true
-		}
-	}
-	return false
 }
 
 // write sends an answer: a deny's status, headers and JSON body, or an

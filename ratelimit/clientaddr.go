@@ -53,6 +53,13 @@ func (c *ClientAddrs) Peer(remoteAddr, headerValue string) (netip.Addr, bool) {
 	return peer, true
 }
 
+// TrustedPeer reports whether the peer at remoteAddr (ip:port) is inside
+// Trusted: the only peers whose forwarded headers a transport believes.
+func (c *ClientAddrs) TrustedPeer(remoteAddr string) bool {
+	peer, ok := parseAddr(remoteAddr)
+	return ok && c.trusted(peer)
+}
+
 // fromList reads a header that holds one address or a comma-separated
 // list (x-forwarded-for). Each proxy appends the address it received the
 // request from, so the left-most entries are whatever the client wrote and

@@ -124,3 +124,15 @@ func TestParseTrustedProxies(t *testing.T) {
 		}
 	}
 }
+
+func TestClientAddrs_TrustedPeer(t *testing.T) {
+	c := ClientAddrs{Trusted: DefaultTrustedProxies()}
+	for remote, want := range map[string]bool{
+		"127.0.0.1:5555": true, "[::1]:5555": true, "[::ffff:127.0.0.1]:5555": true,
+		"203.0.113.7:5555": false, "not-an-address": false, "": false,
+	} {
+		if got := c.TrustedPeer(remote); got != want {
+			t.Errorf("TrustedPeer(%q) = %v, want %v", remote, got, want)
+		}
+	}
+}
