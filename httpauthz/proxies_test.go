@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/testaddr"
 	"github.com/keygate/keygate/internal/testskip"
 	"github.com/keygate/keygate/manage"
 )
@@ -60,17 +61,6 @@ func startEcho(t *testing.T) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
-}
-
-// freeAddr is a 127.0.0.1 address nothing listens on (for a proxy to bind).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // shipped is a configuration from envoy/ with its addresses replaced.
@@ -136,7 +126,7 @@ func runProxy(t *testing.T, cmd *exec.Cmd, addr, logPath string) {
 func startNginx(t *testing.T, keygate, upstream string) string {
 	bin := requireProxy(t, "nginx")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testaddr.Free(t)
 	conf := shipped(t, "nginx.conf",
 		"server 127.0.0.1:9002;", "server "+keygate+";",
 		"server 127.0.0.1:8080;", "server "+upstream+";",
@@ -166,7 +156,7 @@ func port(t *testing.T, addr string) string {
 func startCaddy(t *testing.T, keygate, upstream string) string {
 	bin := requireProxy(t, "caddy")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testaddr.Free(t)
 	conf := shipped(t, "Caddyfile",
 		"forward_auth 127.0.0.1:9002", "forward_auth "+keygate,
 		"reverse_proxy 127.0.0.1:8080", "reverse_proxy "+upstream,
@@ -304,7 +294,7 @@ func throughProxy(t *testing.T, g *gate, proxy string, f features) {
 // A keygate that does not answer is a deny through either proxy, never an allow.
 func TestProxies_KeygateDownFailsClosed(t *testing.T) {
 	up := startEcho(t)
-	down := freeAddr(t)
+	down := testaddr.Free(t)
 	for _, p := range []struct {
 		name   string
 		start  func(t *testing.T, keygate, upstream string) string

@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/testaddr"
 )
 
 // --authz-http-addr serves the decision over HTTP (SPEC §16) next to gRPC.
 func TestServe_AuthzHTTPAddr(t *testing.T) {
 	e := backends[0].env(t)
-	addr := closedAddr(t)
+	addr := testaddr.Free(t)
 	serve(t, e, "--authz-http-addr", addr)
 	client := &http.Client{Timeout: 5 * time.Second}
 	for _, tc := range []struct {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keygate/keygate/httpapi"
+	"github.com/keygate/keygate/internal/testaddr"
 )
 
 // oneLineNaming fails unless stderr is exactly one line that names want.
@@ -228,7 +229,7 @@ func TestKeysCreate_InvalidFieldNamesTheFlag(t *testing.T) {
 }
 
 func TestCheck_NothingListeningIsExit2(t *testing.T) {
-	r := invoke(t, env{}, "check", "--addr", closedAddr(t), "--key", "sk_live_x", "--timeout", "2s")
+	r := invoke(t, env{}, "check", "--addr", testaddr.Free(t), "--key", "sk_live_x", "--timeout", "2s")
 	if r.code != 2 {
 		t.Errorf("exit %d, want 2 (%q)", r.code, r.stderr)
 	}
@@ -236,7 +237,7 @@ func TestCheck_NothingListeningIsExit2(t *testing.T) {
 }
 
 func TestHealthcheck_NothingListeningIsExit1(t *testing.T) {
-	r := invoke(t, env{}, "healthcheck", "--url", "http://"+closedAddr(t)+"/healthz")
+	r := invoke(t, env{}, "healthcheck", "--url", "http://"+testaddr.Free(t)+"/healthz")
 	if r.code != 1 {
 		t.Errorf("exit %d, want 1 (%q)", r.code, r.stderr)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -179,18 +178,6 @@ func migrated(t *testing.T, e env) env {
 		t.Fatalf("migrate: exit %d: %s", r.code, r.stderr)
 	}
 	return e
-}
-
-// closedAddr is a 127.0.0.1 address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // firstLine is the first line of s.

@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testaddr"
 	"github.com/keygate/keygate/internal/testskip"
 )
 
@@ -97,7 +98,7 @@ func Start(t testing.TB, cfg Config) *Bouncer {
 	// another process may take it in between: try a few.
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		addr := freeAddr(t)
+		addr := testaddr.Free(t)
 		_, lport, _ := net.SplitHostPort(addr)
 		ini := fmt.Sprintf(`[databases]
 * = host=%s port=%s
@@ -272,17 +273,6 @@ func binary() string {
 func skipOrFail(t testing.TB, msg string) {
 	t.Helper()
 	testskip.Unless(t, RequireEnv, "pgbouncer: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // a skip is also on the terminal: `go test ./...` hides skips
-}
-
-// freeAddr is a 127.0.0.1 address that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func writeFiles(dir string, files map[string]string) error {

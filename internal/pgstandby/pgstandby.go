@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testaddr"
 	"github.com/keygate/keygate/internal/testskip"
 )
 
@@ -125,7 +126,7 @@ func Start(t testing.TB) *Standby {
 
 	// The primary's configuration (on Debian in /etc) does not come with
 	// the copy: the standby gets its own.
-	s.Addr = freeAddr(t)
+	s.Addr = testaddr.Free(t)
 	_, sport, _ := net.SplitHostPort(s.Addr)
 	conf := fmt.Sprintf(`
 port = %s
@@ -310,15 +311,4 @@ func serverURL() string {
 func skipOrFail(t testing.TB, msg string) {
 	t.Helper()
 	testskip.Unless(t, RequireEnv, "pgstandby: "+msg+"; skipping (set "+RequireEnv+"=1 to fail instead)") // a skip is also on the terminal: `go test ./...` hides skips
-}
-
-// freeAddr is a 127.0.0.1 address that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

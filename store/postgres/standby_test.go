@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/internal/pgstandby"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/testaddr"
 	"github.com/keygate/keygate/manage"
 	"github.com/keygate/keygate/store/postgres"
 )
@@ -176,12 +176,7 @@ func TestStandby_AnswerUsedOnlyAtTheReplicasPosition(t *testing.T) {
 // port where nothing listens: lookups still answer, from the primary.
 func TestStandby_FailingStandbyFallsBackToThePrimary(t *testing.T) {
 	primaryURL := pgtest.NewDatabase(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := testaddr.Free(t)
 	u, _ := url.Parse(primaryURL)
 	u.Host = closed
 	s := openWithStandby(t, primaryURL, u.String())
