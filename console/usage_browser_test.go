@@ -85,6 +85,7 @@ func TestBrowser_UsageChartsAndView(t *testing.T) {
 	for _, p := range eval[[]string](tb, fmt.Sprintf(layoutProblems, true)) {
 		t.Errorf("keys view with charts at 1280x800: %s", p)
 	}
+	tb.screenshot("keys-with-charts-1280x800")
 	if n := eval[int](tb, `document.querySelectorAll('#keys-body canvas.spark').length`); n != 4 {
 		t.Errorf("%d charts for 4 keys", n)
 	}
