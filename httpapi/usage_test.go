@@ -118,8 +118,8 @@ func TestKeyUsage_MalformedParametersNameTheParam(t *testing.T) {
 			{"to=1765015200", "to"},
 			{"to=2026-13-01T00:00:00Z", "to"},
 			{"to=", "to"},
-			{"from=2026-12-06T10:00:00Z&to=2026-12-06T09:00:00Z", "from"}, // from after to
-			{"from=2026-11-04T00:00:00Z&to=2026-12-06T00:00:00Z", "from"}, // 32 days by hour
+			{"from=2026-12-06T10:00:00Z&to=2026-12-06T09:00:00Z", "from"},                 // from after to
+			{"from=2026-11-04T00:00:00Z&to=2026-12-06T00:00:00Z", "from"},                 // 32 days by hour
 			{"granularity=day&from=2025-10-01T00:00:00Z&to=2026-12-06T00:00:00Z", "from"}, // 431 days
 		} {
 			for _, path := range []string{"/v1/api-keys/" + k.ID + "/usage", "/v1/usage"} {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,5 +238,44 @@ func TestServe_SIGTERMFlushesUsage(t *testing.T) {
 				t.Fatalf("after SIGTERM the store holds %d allowed, %d insufficient_permissions; want %d, %d", a, d, allows, denies)
 			}
 		})
+	}
+}
+
+// serve's prune removes hourly rows older than --usage-retention and
+// daily rows older than 400 days, and keeps the rest.
+func TestServePrune_UsageRetention(t *testing.T) {
+	e := migrated(t, env{"KEYGATE_DATA_DIR": t.TempDir()})
+	id, _ := createUsageKey(t, e)
+	st := openTestStore(t, e)
+	now := time.Now().UTC()
+	old := now.Add(-100 * 24 * time.Hour)     // past a 90-day retention, inside 400 days
+	ancient := now.Add(-401 * 24 * time.Hour) // past both
+	recent := now.Add(-2 * time.Hour)
+	if err := st.RecordUsage(context.Background(), []store.UsageCount{
+		{KeyID: id, OrgID: "acme", Hour: ancient, Allowed: 1},
+		{KeyID: id, OrgID: "acme", Hour: old, Allowed: 10},
+		{KeyID: id, OrgID: "acme", Hour: recent, Allowed: 100},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := &serveCmd{UsageRetention: 2160 * time.Hour}
+	s.pruneUsage(context.Background(), st, slog.New(slog.DiscardHandler))
+	sum := func(g store.Granularity, from time.Time) int64 {
+		t.Helper()
+		got, err := st.Usage(context.Background(), store.UsageQuery{KeyID: id, Granularity: g, From: g.Truncate(from), To: now.Add(48 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, b := range got {
+			n += b.Allowed
+		}
+		return n
+	}
+	if n := sum(store.Hour, ancient.Add(-time.Hour)); n != 100 {
+		t.Errorf("hourly rows left: %d allowed; want 100 (only the recent hour)", n)
+	}
+	if n := sum(store.Day, ancient.Add(-48*time.Hour)); n != 110 {
+		t.Errorf("daily rows left: %d allowed; want 110 (the 401-day-old day pruned)", n)
 	}
 }

@@ -112,14 +112,14 @@ func testUsageAddsUp(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]store.KeyAllowed{{a.ID, 14}, {b.ID, 1}}, top); diff != "" {
+	if diff := cmp.Diff([]store.KeyAllowed{{KeyID: a.ID, Allowed: 14}, {KeyID: b.ID, Allowed: 1}}, top); diff != "" {
 		t.Errorf("TopKeys: (-want +got)\n%s", diff)
 	}
 	top, err = e.s.TopKeys(e.ctx, store.UsageQuery{OrgID: "acme", Granularity: store.Day, From: day0, To: day0.Add(24 * time.Hour)}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]store.KeyAllowed{{a.ID, 7}}, top); diff != "" {
+	if diff := cmp.Diff([]store.KeyAllowed{{KeyID: a.ID, Allowed: 7}}, top); diff != "" {
 		t.Errorf("TopKeys(n=1): (-want +got)\n%s", diff)
 	}
 }
