@@ -206,7 +206,13 @@ func BenchmarkCheckDenyMalformed(b *testing.B) {
 // is the same request through protobuf: Unmarshal, the in-process Check,
 // Marshal.
 func BenchmarkCheckFromTheWire(b *testing.B) {
-	srv, raw := benchWire(b)
+	benchCheckFromTheWire(b)
+}
+
+// benchCheckFromTheWire is BenchmarkCheckFromTheWire with the server's
+// configuration changed by mods.
+func benchCheckFromTheWire(b *testing.B, mods ...func(*Config)) {
+	srv, raw := benchWire(b, mods...)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -253,7 +259,7 @@ func BenchmarkCheckProto(b *testing.B) {
 // benchKeyServer is a server deciding through a real cache on the real
 // clock, with a limiter and --rate-limit's default, and the token of its
 // one key, whose own limit is 0 (unlimited), so no run ever denies.
-func benchKeyServer(b *testing.B) (*Server, string) {
+func benchKeyServer(b *testing.B, mods ...func(*Config)) (*Server, string) {
 	b.Helper()
 	f := newFixture(&testing.T{}, Config{StripCredentials: true})
 	tok := f.key(func(r *keygate.KeyRecord) {
@@ -265,14 +271,18 @@ func benchKeyServer(b *testing.B) (*Server, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100}), tok
+	cfg := Config{Limiter: lim, DefaultRateLimit: 100}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	return benchServer(b, f, cfg), tok
 }
 
 // benchWire is benchKeyServer and the bytes of a typical Envoy request for
 // its key (ten headers, a source address, a route's context extension).
-func benchWire(b *testing.B) (*Server, []byte) {
+func benchWire(b *testing.B, mods ...func(*Config)) (*Server, []byte) {
 	b.Helper()
-	srv, tok := benchKeyServer(b)
+	srv, tok := benchKeyServer(b, mods...)
 	headers := benchHeaders(tok)
 	for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
 		":scheme": "https", "x-forwarded-for": "203.0.113.7"} {

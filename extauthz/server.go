@@ -61,6 +61,13 @@ type UsageRecorder interface {
 	Record(keyID string, at time.Time)
 }
 
+// UseCounter counts, per key, the allowed Checks and the denials that
+// name the key, for usage analytics (analytics.Counter). code is "" for
+// an allow; the counter ignores the codes it does not count.
+type UseCounter interface {
+	Count(keyID, orgID string, code keygate.Code, at time.Time)
+}
+
 // Config configures the decision.
 type Config struct {
 	Format           apikey.Format
@@ -87,6 +94,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Usage records every allowed use, for last_used_at; nil means none.
 	Usage UsageRecorder
+	// Analytics counts every decision that names a key (SPEC §9); nil
+	// means off.
+	Analytics UseCounter
 	// Now is the decision's clock for tests; nil is the real clock.
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -192,6 +202,9 @@ type request struct {
 	// known, for the would-deny's log line.
 	report bool
 	keyID  string
+	// view is the key the credential resolved to, once known (also for a
+	// deny that names it), for usage analytics.
+	view *keygate.KeyView
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check for callers
@@ -269,12 +282,22 @@ func (s *Server) decideProto(ctx context.Context, in *checkInput, r *request, bu
 				r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 				code = keygate.CodeInvalidRequest
 			} else {
+				s.count(r, "", now) // a would-deny counts as allowed (SPEC §9)
 				return s.reportDeny(ctx, buf, r, code)
 			}
 		}
+		s.count(r, code, now)
 		return answer{code: code, deny: s.deny(r, code)}
 	}
+	s.count(r, "", now)
 	return answer{allow: s.allow(buf, v, r, from, now)}
+}
+
+// count notes the decision for usage analytics when it names a key.
+func (s *Server) count(r *request, code keygate.Code, now time.Time) {
+	if s.cfg.Analytics != nil && r.view != nil {
+		s.cfg.Analytics.Count(r.view.ID(), r.view.OrgID(), code, now)
+	}
 }
 
 // reportDeny is the answer on a report-only route to a request the
@@ -347,6 +370,7 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 	}
 
 	v, from, code := s.authenticate(ctx, &r.creds, addr, now, &r.retryAfter)
+	r.view = v
 	if r.report && v != nil {
 		r.keyID = v.ID() // for a would-deny's log line
 	}

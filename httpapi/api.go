@@ -52,6 +52,7 @@ func (h *Handler) routeAPI() {
 	h.route("/v1/api-keys/{id}/roll", map[string]http.HandlerFunc{http.MethodPost: h.api(h.rollKey)})
 	h.route("/v1/whoami", map[string]http.HandlerFunc{http.MethodGet: h.api(h.whoami)})
 	h.route("/v1/audit-events", map[string]http.HandlerFunc{http.MethodGet: h.api(h.listAuditEvents)})
+	h.routeUsage()
 }
 
 // apiFunc is one endpoint, called with the authenticated caller. It

@@ -188,7 +188,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	reg := prometheus.NewRegistry()
 	h := httpapi.NewHandler(httpapi.Config{Leaks: leaks,
-		Store: st, Auth: authz, Syncer: syncer, Propagator: o.propagator, Usage: u, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
+		Store: st, Auth: authz, Syncer: syncer, Propagator: o.propagator, Usage: u, Analytics: st, DocsURL: docsURL, Now: c.now, Registerer: reg, Gatherer: reg,
 		Manage: manage.New(st, format, c.now, manage.WithDefaultRateLimit(o.defaultRateLimit)),
 	})
 	srv := httptest.NewServer(h)

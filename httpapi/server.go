@@ -70,6 +70,9 @@ type Config struct {
 	Propagator Propagator
 	// Usage records each authenticated call, for last_used_at.
 	Usage UsageRecorder
+	// Analytics, if set, serves usage analytics (SPEC §9):
+	// GET /v1/api-keys/{id}/usage and GET /v1/usage.
+	Analytics UsageReader
 	// DocsURL is the base of docs_url in error bodies, as in Check's
 	// denies (--docs-url); empty leaves docs_url out.
 	DocsURL string

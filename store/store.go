@@ -99,6 +99,9 @@ type Store interface {
 	// than the stored one never moves last_used_at back.
 	RecordLastUsed(ctx context.Context, uses []LastUse) error
 
+	// UsageStore keeps usage analytics (SPEC §9).
+	UsageStore
+
 	// LiveTokenHashes calls fn with the hash of every token a lookup could
 	// find as a key that is not revoked: the current token of every key not
 	// revoked, and rolled-away tokens whose grace (token expires_at) is

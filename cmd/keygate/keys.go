@@ -89,6 +89,7 @@ type keysCmd struct {
 	Create keysCreateCmd `cmd:"" help:"Create a key and print its token, once."`
 	List   keysListCmd   `cmd:"" help:"List an organization's keys."`
 	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key."`
+	Usage  keysUsageCmd  `cmd:"" help:"Show a key's usage analytics: allowed and denied Checks per hour or day."`
 }
 
 // keysCreateCmd is `keygate keys create`. Its per-key flags read no

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/analytics"
 	"github.com/keygate/keygate/cache"
 	"github.com/keygate/keygate/console"
 	"github.com/keygate/keygate/extauthz"
@@ -70,6 +71,7 @@ type serveCmd struct {
 	LastUsedFlush     time.Duration `name:"last-used-flush" env:"KEYGATE_LAST_USED_FLUSH" default:"10s" help:"Write last_used_at behind, at most once per key per interval."`
 	EventsRetention   time.Duration `name:"events-retention" env:"KEYGATE_EVENTS_RETENTION" default:"168h" help:"Prune key events older than this (a replica further behind drops its cache)."`
 	PruneInterval     time.Duration `name:"prune-interval" env:"KEYGATE_PRUNE_INTERVAL" default:"1h" help:"How often old key events are pruned."`
+	UsageRetention    time.Duration `name:"usage-retention" env:"KEYGATE_USAGE_RETENTION" default:"2160h" help:"Prune hourly usage analytics older than this (daily rows are kept 400 days)."`
 
 	Policy          string   `name:"policy" env:"KEYGATE_POLICY" placeholder:"FILE" help:"Route policy file (YAML); reloaded on SIGHUP and when it changes."`
 	RateLimit       number   `name:"rate-limit" env:"KEYGATE_RATE_LIMIT" default:"100" help:"Requests per minute per key whose rate_limit_per_minute is null; 0: unlimited. Per replica."`
@@ -134,7 +136,7 @@ func (s *serveCmd) Validate() error {
 		{"--poll-interval", s.PollInterval}, {"--shutdown-timeout", s.ShutdownTimeout},
 		{"--heartbeat-interval", s.HeartbeatInterval}, {"--max-staleness", s.MaxStaleness},
 		{"--last-used-flush", s.LastUsedFlush}, {"--events-retention", s.EventsRetention},
-		{"--prune-interval", s.PruneInterval},
+		{"--prune-interval", s.PruneInterval}, {"--usage-retention", s.UsageRetention},
 	} {
 		if d.d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", d.flag, d.d)
@@ -384,6 +386,11 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		return fmt.Errorf("--last-used-flush: %w", err)
 	}
 	azCfg.Usage = usage
+	counts, err := analytics.New(st, analytics.Config{Interval: s.LastUsedFlush, Logger: logger, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("--last-used-flush: %w", err)
+	}
+	azCfg.Analytics = counts
 	limiter, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{Registerer: reg})
 	if err != nil {
 		return err
@@ -435,7 +442,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	}
 	api := httpapi.NewHandler(httpapi.Config{Store: st, Gatherer: reg, Registerer: reg, Logger: logger, Leaks: leaks,
 		Auth: authz, Manage: manage.New(st, s.Conn.format, time.Now, manage.WithDefaultRateLimit(int(s.RateLimit))),
-		Syncer: follower, Propagator: member.propagator(), Usage: usage, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
+		Syncer: follower, Propagator: member.propagator(), Usage: usage, Analytics: st, DocsURL: s.DocsURL, Sync: func() httpapi.SyncState {
 			state := httpapi.SyncState{Notifications: "poll", SecondsSinceSync: keys.SinceSync().Seconds(),
 				MaxStalenessSeconds: s.MaxStaleness.Seconds(), Stale: keys.Stale()}
 			if listener != nil {
@@ -451,6 +458,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	defer stopFollowing()
 	g.Go(func() error { return follower.Run(followCtx) })
 	g.Go(func() error { return usage.Run(followCtx) })
+	g.Go(func() error { return counts.Run(followCtx) })
 	member.run(followCtx, gctx, g.Go)
 	if listener != nil {
 		g.Go(func() error { return listener.Run(gctx) })
@@ -717,6 +725,38 @@ func (s *serveCmd) prune(ctx context.Context, st store.Store, logger *slog.Logge
 		case n > 0:
 			logger.Info("pruned key events", "deleted", n, "older_than", s.EventsRetention)
 		}
+		s.pruneUsage(ctx, st, logger)
+	}
+}
+
+// Usage analytics' retention (SPEC §9): hourly rows --usage-retention,
+// daily rows 400 days. Each prune deletes at most pruneUsageBatches
+// batches of pruneUsageBatch rows per table, so a long backlog is worked
+// off over several intervals rather than by one long delete.
+const (
+	usageDailyRetention = 400 * 24 * time.Hour
+	pruneUsageBatch     = 10_000
+	pruneUsageBatches   = 10
+)
+
+func (s *serveCmd) pruneUsage(ctx context.Context, st store.Store, logger *slog.Logger) {
+	var total int64
+	for range pruneUsageBatches {
+		now := time.Now()
+		n, err := st.PruneUsage(ctx, now.Add(-s.UsageRetention), now.Add(-usageDailyRetention), pruneUsageBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Warn("pruning usage analytics failed", "err", err)
+			}
+			return
+		}
+		total += n
+		if n < pruneUsageBatch {
+			break
+		}
+	}
+	if total > 0 {
+		logger.Info("pruned usage analytics", "deleted", total, "hourly_older_than", s.UsageRetention)
 	}
 }
 

@@ -5,6 +5,7 @@
 
 import { APIError, Client } from './api.js';
 import { $, clear, el, formatTime, fromLocalInput, hideError, parseMetadata, showError, toLocalInput } from './dom.js';
+import { UsageView, spark } from './usage.js';
 
 const SESSION_KEY = 'keygate.console.key';
 const PAGE_SIZE = 20;
@@ -36,6 +37,7 @@ function showView(view) {
   $('signin-view').hidden = view !== 'signin';
   $('keys-view').hidden = view !== 'keys';
   $('audit-view').hidden = view !== 'audit';
+  $('usage-view').hidden = view !== 'usage';
   $('nav').hidden = view === 'signin';
   $('whoami').hidden = view === 'signin';
   for (const [id, v] of [['nav-keys', 'keys'], ['nav-audit', 'audit']]) {
@@ -163,7 +165,7 @@ function keyRow(k) {
     el('td', { class: 'sources' }, sources),
     el('td', {}, el('span', { class: 'status status-' + k.status }, k.status)),
     el('td', {}, formatTime(k.created_at)),
-    el('td', {}, formatTime(k.last_used_at)),
+    el('td', { class: 'last-used' }, formatTime(k.last_used_at), spark(state.client.key, k)),
     el('td', {}, formatTime(k.expires_at)),
     actions,
   );
@@ -619,6 +621,18 @@ async function submitEdit() {
   }));
 }
 
+// ---- usage ----
+
+let usageView = null;
+let usageOpener = null;
+
+async function openUsage(k, opener) {
+  usageOpener = opener;
+  showView('usage');
+  $('usage-title').focus();
+  await guard($('error'), () => usageView.open(state.client.key, k, (err) => guard($('error'), () => Promise.reject(err))));
+}
+
 // ---- audit trail ----
 
 function auditRow(ev) {
@@ -704,6 +718,11 @@ function wire() {
   $('audit-refresh').addEventListener('click', () => loadAudit(true));
   $('audit-more').addEventListener('click', () => loadAudit(false));
   $('new-key').addEventListener('click', openCreate);
+  usageView = new UsageView($);
+  $('usage-back').addEventListener('click', () => {
+    showView('keys');
+    focusBack(usageOpener);
+  });
 
   $('keys-body').addEventListener('click', (ev) => {
     const b = ev.target instanceof Element ? ev.target.closest('button[data-action]') : null;
@@ -719,6 +738,7 @@ function wire() {
       case 'roll': openRoll(k, b.id); break;
       case 'toggle': toggleActive(k, b.id); break;
       case 'revoke': openRevoke(k, b.id); break;
+      case 'usage': openUsage(k, b.id); break;
     }
   });
 
