@@ -63,6 +63,9 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"WalksStopAtFnErrorAndReleaseTheStore", testWalksStop},
 		{"ReportLeakDoesItsActionWithOneLeakedAudit", testReportLeak},
 		{"WritesRecordTheirEventSeq", testWritesRecordEventSeq},
+		{"ImportKeysStoresEachAsCreateDoesWithImportedAudit", testImportKeys},
+		{"ImportKeysConflictingHashWritesNothing", testImportConflict},
+		{"ImportKeysThousandInOneCall", testImportThousand},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
