@@ -25,6 +25,9 @@ type Authenticator interface {
 	// comma-joined allowed_sources) may be used from addr with mTLS
 	// principal principal (SPEC §11).
 	AllowedFrom(list string, addr netip.Addr, principal string) bool
+	// FailedAuthentication counts one failed authentication of addr in
+	// the failed-auth throttle, as a Check with an unknown key does.
+	FailedAuthentication(addr netip.Addr)
 }
 
 // Syncer applies the key-events log to this replica's cache up to now
@@ -49,6 +52,7 @@ func (h *Handler) routeAPI() {
 		http.MethodPatch:  h.api(h.updateKey),
 		http.MethodDelete: h.api(h.revokeKey),
 	})
+	h.route("/v1/api-keys/import", map[string]http.HandlerFunc{http.MethodPost: h.api(h.importKeys)})
 	h.route("/v1/api-keys/{id}/roll", map[string]http.HandlerFunc{http.MethodPost: h.api(h.rollKey)})
 	h.route("/v1/whoami", map[string]http.HandlerFunc{http.MethodGet: h.api(h.whoami)})
 	h.route("/v1/audit-events", map[string]http.HandlerFunc{http.MethodGet: h.api(h.listAuditEvents)})
