@@ -626,6 +626,17 @@ func (s *Server) FailedAuthentication(addr netip.Addr) {
 	}
 }
 
+// Throttled reports whether the failed-auth throttle blocks addr now, and
+// for how long (never without a throttle or with an invalid addr). A key
+// this replica knows is still answered from a blocked address (SPEC §3);
+// an operation that can test guessed tokens (import) asks this first.
+func (s *Server) Throttled(addr netip.Addr) (time.Duration, bool) {
+	if s.cfg.Throttle == nil || !addr.IsValid() {
+		return 0, false
+	}
+	return s.cfg.Throttle.Blocked(addr)
+}
+
 // ClientAddr is the client address of an HTTP request (SPEC §3): the
 // --client-ip-header only when the peer is inside --trusted-proxies (any
 // direct caller can write that header), else the peer address. Repeated

@@ -7,6 +7,7 @@ import (
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // MaxImportBodyBytes bounds the body of an import: 1 MiB (SPEC §9).
@@ -20,14 +21,23 @@ var importItemMembers = append(append([]string{}, createMembers...), "hash", "pr
 // token hash that exists (or is given twice) counts one failed
 // authentication of the caller's address: otherwise an admin key could
 // test guessed tokens by the thousand, unthrottled.
+//
+// The caller's own key is known to this replica, so the throttle would
+// still let it through from a blocked address (SPEC §3): import asks the
+// throttle itself, and refuses a blocked address before reading a hash.
 func (h *Handler) importKeys(w http.ResponseWriter, r *http.Request, c manage.Caller) error {
+	addr := h.cfg.Auth.ClientAddr(r)
+	if d, blocked := h.cfg.Auth.Throttled(addr); blocked {
+		w.Header().Set("retry-after", ratelimit.FormatRetryAfter(d))
+		return &keygate.Error{Code: keygate.CodeTooManyFailedAttempts}
+	}
 	items, err := parseImport(w, r)
 	if err != nil {
 		return err
 	}
 	keys, err := h.cfg.Manage.ImportKeysAs(r.Context(), c, items)
 	if keygate.ErrorCode(err) == keygate.CodeConflict {
-		h.cfg.Auth.FailedAuthentication(h.cfg.Auth.ClientAddr(r))
+		h.cfg.Auth.FailedAuthentication(addr)
 	}
 	if err != nil {
 		return err
