@@ -89,6 +89,7 @@ type keysCmd struct {
 	Create keysCreateCmd `cmd:"" help:"Create a key and print its token, once."`
 	List   keysListCmd   `cmd:"" help:"List an organization's keys."`
 	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key."`
+	Import keysImportCmd `cmd:"" help:"Import keys from another system by their tokens' hashes (JSON Lines)."`
 }
 
 // keysCreateCmd is `keygate keys create`. Its per-key flags read no
