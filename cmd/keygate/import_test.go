@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,6 +154,38 @@ func TestKeysImport_ImportedTokensWorkOverGRPC(t *testing.T) {
 						if got.code != c.code || !strings.Contains(got.stdout, c.out) {
 							t.Errorf("%s: check exit %d, stdout %q; want exit %d with %q (stderr %s)", c.name, got.code, got.stdout, c.code, c.out, got.stderr)
 						}
+					}
+					if mode.foreign != 0 {
+						return
+					}
+					// Imported through the API of the running serve: the
+					// token works at once on this replica (its cache and
+					// membership filter learn the hash before the answer),
+					// even though it was asked about, and cached as
+					// unknown, just before.
+					admin := createKey(t, mode.env, "--org", "acme", "--user", "root", "--name", "admin", "--role", "owner")
+					live := legacyToken()
+					if got := check(t, s, live); got.code != 1 {
+						t.Fatalf("before import: check exit %d: %s", got.code, got.stdout)
+					}
+					req, err := http.NewRequest("POST", "http://"+s.httpAddr+"/v1/api-keys/import",
+						strings.NewReader(`{"keys":[`+importLine(live, "")+`]}`))
+					if err != nil {
+						t.Fatal(err)
+					}
+					req.Header.Set("Authorization", "Bearer "+admin)
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusCreated || strings.Contains(string(body), `"key":`) {
+						t.Fatalf("import: %d %s", resp.StatusCode, body)
+					}
+					if got := check(t, s, live); got.code != 0 {
+						t.Errorf("right after the import: check exit %d: %s", got.code, got.stdout)
 					}
 				})
 			}
