@@ -180,6 +180,9 @@ const (
 	AuditKeyUpdated = "api_key.updated"
 	AuditKeyRolled  = "api_key.rolled"
 	AuditKeyRevoked = "api_key.revoked"
+	// AuditKeyImported records a key moved in from another system with
+	// its token's hash (SPEC §9), one event per imported key.
+	AuditKeyImported = "api_key.imported"
 	// AuditKeyLeaked records a leak report of a live key (SPEC §13), with
 	// the report's url and source, whatever was done about it.
 	AuditKeyLeaked   = "api_key.leaked"

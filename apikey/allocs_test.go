@@ -1,6 +1,11 @@
 package apikey
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
+
+var longestForeign = strings.Repeat("f", MaxForeignLen)
 
 // Check calls Parse and HashString on every request: they must not allocate.
 func TestParseAndHash_DoNotAllocate(t *testing.T) {
@@ -37,6 +42,13 @@ func TestParseAndHash_DoNotAllocate(t *testing.T) {
 		}},
 		{"HashString", func() { _ = HashString(goldenSkLive) }},
 		{"Token.Hash", func() { _ = longest.Hash() }},
+		{"ParseCredential foreign, longest, and its hash", func() {
+			tok, err := f.ParseCredential(longestForeign, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = tok.Hash()
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -88,20 +88,84 @@ func (t Token) Hash() keygate.Hash { return HashString(t.raw) }
 // the 38 characters of secret and checksum.
 const maxLen = 8 + 6 + secretLen + checksumLen
 
-// HashString is the SHA-256 of s. For strings up to a token's length it
-// hashes from a stack buffer, so the Check path does not allocate.
+// HashString is the SHA-256 of s. For strings up to a foreign token's
+// length it hashes from a stack buffer, so the Check path does not
+// allocate.
 func HashString(s string) keygate.Hash {
-	if len(s) > maxLen {
-		return sha256.Sum256([]byte(s))
+	switch {
+	case len(s) <= maxLen:
+		var buf [maxLen]byte
+		n := copy(buf[:], s)
+		return sha256.Sum256(buf[:n])
+	case len(s) <= MaxForeignLen:
+		return hashForeign(s)
 	}
-	var buf [maxLen]byte
+	return sha256.Sum256([]byte(s))
+}
+
+// hashForeign is HashString of a string longer than a native token, with
+// its own larger buffer so native tokens do not pay to zero it.
+func hashForeign(s string) keygate.Hash {
+	var buf [MaxForeignLen]byte
 	n := copy(buf[:], s)
 	return sha256.Sum256(buf[:n])
 }
 
 // Prefix is "<type>_<env>_" and the secret's first four characters: what
-// identifies a key in lists and logs.
-func (t Token) Prefix() string { return t.raw[:t.head+4] }
+// identifies a key in lists and logs. A foreign token has none that
+// keygate knows to be safe to show: "".
+func (t Token) Prefix() string {
+	if t.Foreign() {
+		return ""
+	}
+	return t.raw[:t.head+4]
+}
+
+// Foreign reports whether t is a token of another system (ParseForeign):
+// it has no type or environment of its own.
+func (t Token) Foreign() bool { return t.typ == "" && t.raw != "" }
+
+// Bounds of a foreign token (SPEC §9).
+const (
+	MinForeignLen = 16
+	MaxForeignLen = 256
+)
+
+// ErrNotForeign is ParseForeign refusing a credential that cannot be a
+// token of another system either.
+var ErrNotForeign = errors.New("apikey: credential is not 16 to 256 printable ASCII characters without space or comma")
+
+// ParseForeign returns s as a token of another system, imported with its
+// hash (SPEC §9): 16 to 256 printable ASCII characters with no space or
+// comma. Such a token has no checksum to verify, so only its hash can say
+// whether it is a key. It does not allocate.
+func ParseForeign(s string) (Token, error) {
+	if len(s) < MinForeignLen || len(s) > MaxForeignLen {
+		return Token{}, ErrNotForeign
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == ',' {
+			return Token{}, ErrNotForeign
+		}
+	}
+	return Token{raw: s}, nil
+}
+
+// ParseCredential reads a credential as Check does: Parse, and, when
+// foreign is set (--foreign-tokens), a credential without the native
+// shape is ParseForeign's. A credential with the native shape is always
+// held to its checksum: a mistyped native token is ErrChecksum whatever
+// foreign says, and is never looked up. "Native shape" is everything
+// Parse checks but the checksum: a type prefix, live or test, and 38
+// base62 characters; any other string is not native, so another system's
+// "sk_live_" keys of another length can be imported.
+func (f Format) ParseCredential(s string, foreign bool) (Token, error) {
+	t, err := f.Parse(s)
+	if err == ErrMalformed && foreign {
+		return ParseForeign(s)
+	}
+	return t, err
+}
 
 // Last4 is the token's last four characters.
 func (t Token) Last4() string { return t.raw[len(t.raw)-4:] }

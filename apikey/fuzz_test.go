@@ -48,11 +48,60 @@ func FuzzParseToken(f *testing.F) {
 		newFuzzFormat(f, "acme", "pub"),
 		newFuzzFormat(f, "abcdefgh", "sk"),
 	}
+	// Foreign credentials (SPEC §9): the bounds of length and alphabet,
+	// and native-looking strings that are not of the native shape.
+	f.Add("0123456789abcdef")
+	f.Add("0123456789abcde")
+	f.Add(strings.Repeat("x", 256))
+	f.Add(strings.Repeat("x", 257))
+	f.Add("legacy token with spaces")
+	f.Add("legacy,token,with,commas")
+	f.Add("sk_live_0123456789abcdefghijklmn")
+	f.Add("legacy-token-\x7f-del-chars")
+	f.Add("ghp_ÄÖÜ0123456789abcdef")
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, ff := range formats {
 			checkParse(t, ff, s)
+			checkParseCredential(t, ff, s)
 		}
 	})
+}
+
+// foreignShape is SPEC §9's foreign credential, written from the SPEC:
+// 16 to 256 printable ASCII characters, none a space or a comma.
+var foreignShape = regexp.MustCompile(`^[!-+\--~]{16,256}$`)
+
+// checkParseCredential checks ParseCredential against the same oracle and
+// SPEC §9: without the flag it is Parse; with it, a string of the native
+// shape is still Parse's (a wrong checksum is never a foreign token), and
+// any other string is a foreign token exactly when foreignShape matches.
+func checkParseCredential(t *testing.T, ff fuzzFormat, s string) {
+	native, nerr := ff.f.Parse(s)
+	if tok, err := ff.f.ParseCredential(s, false); tok != native || err != nerr {
+		t.Fatalf("ParseCredential(%q, false) = %+v, %v; want Parse's %+v, %v", s, tok, err, native, nerr)
+	}
+	tok, err := ff.f.ParseCredential(s, true)
+	if ff.shape.MatchString(s) {
+		if tok != native || err != nerr {
+			t.Fatalf("ParseCredential(%q, true) of the native shape = %+v, %v; want Parse's %+v, %v", s, tok, err, native, nerr)
+		}
+		return
+	}
+	if !foreignShape.MatchString(s) {
+		if err != ErrNotForeign || tok != (Token{}) {
+			t.Fatalf("ParseCredential(%q, true) = %+v, %v; want ErrNotForeign", s, tok, err)
+		}
+		return
+	}
+	if err != nil || !tok.Foreign() || tok.String() != s || tok.Type() != "" || tok.Environment() != "" || tok.Prefix() != "" {
+		t.Fatalf("ParseCredential(%q, true) = %+v, %v; want a foreign token", s, tok, err)
+	}
+	if got, want := tok.Hash(), keygate.Hash(sha256.Sum256([]byte(s))); got != want {
+		t.Fatalf("foreign Hash() = %x, want %x", got, want)
+	}
+	if got, want := tok.Last4(), s[len(s)-4:]; got != want {
+		t.Fatalf("foreign Last4() = %q, want %q", got, want)
+	}
 }
 
 func checkParse(t *testing.T, ff fuzzFormat, s string) {

@@ -97,6 +97,12 @@ type Config struct {
 	// Analytics counts every decision that names a key (SPEC §9); nil
 	// means off.
 	Analytics UseCounter
+	// ForeignTokens (--foreign-tokens) looks up, by its SHA-256, a
+	// credential without the native shape when it is 16 to 256 printable
+	// ASCII characters with no space or comma: a key imported from
+	// another system keeps its token (SPEC §9). Native-shaped tokens keep
+	// the checksum rule either way (apikey.Format.ParseCredential).
+	ForeignTokens bool
 	// Now is the decision's clock for tests; nil is the real clock.
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -511,7 +517,7 @@ func (s *Server) token(c *credentials) (apikey.Token, uint8, keygate.Code) {
 	if code != "" {
 		return apikey.Token{}, 0, code
 	}
-	tok, err := s.cfg.Format.Parse(raw)
+	tok, err := s.cfg.Format.ParseCredential(raw, s.cfg.ForeignTokens)
 	if err != nil {
 		// Malformed or a wrong checksum: denied before cache or store.
 		return apikey.Token{}, 0, keygate.CodeInvalidAPIKey
@@ -631,6 +637,28 @@ func (s *Server) Authenticate(ctx context.Context, h http.Header, addr netip.Add
 	var a Authentication
 	a.View, _, a.Code = s.authenticate(ctx, &c, addr, s.now(), &a.RetryAfter)
 	return a
+}
+
+// FailedAuthentication counts one failed authentication of addr in the
+// failed-auth throttle (off without one; an invalid addr is not counted),
+// as an unknown key does: an import refused for a token hash that exists
+// already counts one, so that import is no unthrottled way to test
+// guessed tokens (SPEC §9).
+func (s *Server) FailedAuthentication(addr netip.Addr) {
+	if s.cfg.Throttle != nil && addr.IsValid() {
+		s.cfg.Throttle.Failed(addr)
+	}
+}
+
+// Throttled reports whether the failed-auth throttle blocks addr now, and
+// for how long (never without a throttle or with an invalid addr). A key
+// this replica knows is still answered from a blocked address (SPEC §3);
+// an operation that can test guessed tokens (import) asks this first.
+func (s *Server) Throttled(addr netip.Addr) (time.Duration, bool) {
+	if s.cfg.Throttle == nil || !addr.IsValid() {
+		return 0, false
+	}
+	return s.cfg.Throttle.Blocked(addr)
 }
 
 // ClientAddr is the client address of an HTTP request (SPEC §3): the

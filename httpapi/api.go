@@ -25,6 +25,12 @@ type Authenticator interface {
 	// comma-joined allowed_sources) may be used from addr with mTLS
 	// principal principal (SPEC §11).
 	AllowedFrom(list string, addr netip.Addr, principal string) bool
+	// FailedAuthentication counts one failed authentication of addr in
+	// the failed-auth throttle, as a Check with an unknown key does.
+	FailedAuthentication(addr netip.Addr)
+	// Throttled reports whether addr is blocked by the failed-auth
+	// throttle now, and until when.
+	Throttled(addr netip.Addr) (retryAfter time.Duration, blocked bool)
 }
 
 // Syncer applies the key-events log to this replica's cache up to now
@@ -49,6 +55,10 @@ func (h *Handler) routeAPI() {
 		http.MethodPatch:  h.api(h.updateKey),
 		http.MethodDelete: h.api(h.revokeKey),
 	})
+	// POST only, without route's 405 for other methods: that pattern
+	// would overlap /v1/api-keys/{id}'s. Another method on this path is a
+	// call on the key id "import", which does not exist.
+	h.mux.HandleFunc("POST /v1/api-keys/import", h.api(h.importKeys))
 	h.route("/v1/api-keys/{id}/roll", map[string]http.HandlerFunc{http.MethodPost: h.api(h.rollKey)})
 	h.route("/v1/whoami", map[string]http.HandlerFunc{http.MethodGet: h.api(h.whoami)})
 	h.route("/v1/audit-events", map[string]http.HandlerFunc{http.MethodGet: h.api(h.listAuditEvents)})

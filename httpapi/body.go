@@ -36,17 +36,44 @@ type object map[string]json.RawMessage
 // MaxBodyBytes, 400 with a null param for JSON that does not parse, 400
 // naming the member for an unknown or repeated one.
 func readObject(w http.ResponseWriter, r *http.Request, known ...string) (object, error) {
+	return readObjectLimit(w, r, MaxBodyBytes, known...)
+}
+
+// readObjectLimit is readObject with a body limit of limit bytes (the
+// import's is larger).
+func readObjectLimit(w http.ResponseWriter, r *http.Request, limit int64, known ...string) (object, error) {
 	if err := checkContentType(r); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		return nil, &keygate.Error{Code: keygate.CodeRequestTooLarge}
+		e := &keygate.Error{Code: keygate.CodeRequestTooLarge}
+		if limit != MaxBodyBytes {
+			e.Message = "The request body is larger than " + byteSize(limit) + "."
+		}
+		return nil, e
 	case err != nil:
 		return nil, keygate.Errorf(keygate.CodeInvalidRequest, "The request body could not be read.")
 	}
+	return parseObject(b, known...)
+}
+
+// byteSize writes a body limit as people read it: 1 MiB, 64 KiB.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// parseObject parses b as one JSON object whose members are all among
+// known, as readObject does a body.
+func parseObject(b []byte, known ...string) (object, error) {
 	o := object{}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return o, nil
@@ -213,12 +240,22 @@ func (f *fields) nullableTime(name string) manage.Nullable[time.Time] {
 // raw returns a member as given (metadata, which manage validates).
 func (f *fields) raw(name string) json.RawMessage { return f.o[name] }
 
+// createMembers are the members of a create body (SPEC §5); an import
+// item has them too, and createRequest parses them for both.
+var createMembers = []string{"name", "scopes", "project_ids", "type", "environment", "expires_at", "expires_in",
+	"rate_limit_per_minute", "metadata", "user_id", "allowed_sources"}
+
 func parseCreate(w http.ResponseWriter, r *http.Request) (manage.CreateRequest, error) {
-	o, err := readObject(w, r, "name", "scopes", "project_ids", "type", "environment", "expires_at", "expires_in",
-		"rate_limit_per_minute", "metadata", "user_id", "allowed_sources")
+	o, err := readObject(w, r, createMembers...)
 	if err != nil {
 		return manage.CreateRequest{}, err
 	}
+	return createRequest(o)
+}
+
+// createRequest parses the members of a create body, o, whatever carried
+// it: a create call or an item of an import.
+func createRequest(o object) (manage.CreateRequest, error) {
 	f := fields{o: o}
 	var req manage.CreateRequest
 	if name := f.string("name"); name != nil {

@@ -106,6 +106,8 @@ type options struct {
 	leakKeys   *leak.KeySet
 	// propagator, if set, is what ?wait=true waits with.
 	propagator httpapi.Propagator
+	// foreignTokens is --foreign-tokens.
+	foreignTokens bool
 }
 
 const docsURL = "https://keygate.dev/errors"
@@ -157,7 +159,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 		t.Fatal(err)
 	}
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: docsURL, Now: c.now,
-		DefaultRateLimit: o.defaultRateLimit, Throttle: throttle}
+		DefaultRateLimit: o.defaultRateLimit, Throttle: throttle, ForeignTokens: o.foreignTokens}
 	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Metadata: extauthz.MetadataEncoding, Now: c.now})
 	if err != nil {
 		t.Fatal(err)

@@ -96,6 +96,16 @@ type CreateRequest struct {
 // the caller's, its environment, no later expiry and no higher rate limit,
 // and user_id only from an admin.
 func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (CreatedKey, error) {
+	return s.createKeyAs(ctx, c, r, s.create)
+}
+
+// createKeyAs is every rule of a key created as the caller, shared by
+// create and import (SPEC §9: import applies all of create's bounds to
+// every item): it validates r, holds it to the caller, and hands the key,
+// normalized, to keep (create stores it with a new token; import gathers
+// it to store with the others).
+func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
+	keep func(context.Context, store.NewKey, keygate.Actor) (CreatedKey, error)) (CreatedKey, error) {
 	now := s.now()
 	ck := &c.Key
 	nk := NewKey{
@@ -164,7 +174,7 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
-	return s.create(ctx, k, c.actor())
+	return keep(ctx, k, c.actor())
 }
 
 // grant is what a key allows its holder: what a caller may not hand out

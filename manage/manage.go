@@ -29,6 +29,7 @@ type Store interface {
 	SetOrganizationDisabled(ctx context.Context, id string, disabled bool, by keygate.Actor) (keygate.Organization, error)
 	GetOrganization(ctx context.Context, id string) (keygate.Organization, error)
 	CreateKey(ctx context.Context, k store.NewKey, by keygate.Actor) (keygate.Key, error)
+	ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Actor) ([]keygate.Key, error)
 	GetKey(ctx context.Context, orgID, id string) (keygate.Key, error)
 	UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error)
 	RevokeKey(ctx context.Context, orgID, id string, by keygate.Actor) (keygate.Key, error)

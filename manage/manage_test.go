@@ -66,6 +66,18 @@ func (f *fakeStore) CreateKey(_ context.Context, k store.NewKey, _ keygate.Actor
 		Scopes: k.Scopes, ProjectIDs: k.ProjectIDs, Metadata: k.Metadata, Prefix: k.Token.Prefix, Last4: k.Token.Last4}, nil
 }
 
+func (f *fakeStore) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Actor) ([]keygate.Key, error) {
+	keys := make([]keygate.Key, 0, len(ks))
+	for _, k := range ks {
+		key, err := f.CreateKey(ctx, k, by)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
 func (f *fakeStore) RevokeKey(_ context.Context, orgID, id string, _ keygate.Actor) (keygate.Key, error) {
 	f.revoked = append(f.revoked, orgID+"/"+id)
 	return keygate.Key{ID: id, OrgID: orgID}, nil

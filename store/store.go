@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,14 @@ type Store interface {
 	// CreateKey stores a new key and its first token. The organization must
 	// exist (keygate.ErrNotFound otherwise).
 	CreateKey(ctx context.Context, k NewKey, by keygate.Actor) (keygate.Key, error)
+	// ImportKeys stores keys moved in from another system, each with the
+	// token hash it was given (SPEC §9): all or nothing, in one
+	// transaction, every key inserted as CreateKey inserts it, with one
+	// api_key.imported audit event and one key.created key event (and, on
+	// PostgreSQL, a NOTIFY) per key. A hash that exists already, or twice
+	// in ks, is an *ImportConflictError naming the item; nothing is
+	// written then.
+	ImportKeys(ctx context.Context, ks []NewKey, by keygate.Actor) ([]keygate.Key, error)
 	// GetKey returns a key of organization orgID that is not revoked, or
 	// keygate.ErrNotFound (also for another organization's id).
 	GetKey(ctx context.Context, orgID, id string) (keygate.Key, error)
@@ -178,6 +187,20 @@ type NewKey struct {
 	AllowedSources []string
 	Token          NewToken
 }
+
+// ImportConflictError is ImportKeys refusing keys because item Index
+// names a token hash that exists already (in any organization) or that an
+// earlier item names. It is a keygate.ErrConflict.
+type ImportConflictError struct {
+	Index int
+}
+
+func (e *ImportConflictError) Error() string {
+	return fmt.Sprintf("store: import item %d: the token hash exists already", e.Index)
+}
+
+// Unwrap makes the error a keygate.ErrConflict.
+func (e *ImportConflictError) Unwrap() error { return keygate.ErrConflict }
 
 // KeyUpdate holds the fields of a key to change; nil fields stay as they
 // are. Clear* fields set the matching nullable column to null.

@@ -90,6 +90,7 @@ type keysCmd struct {
 	List   keysListCmd   `cmd:"" help:"List an organization's keys."`
 	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key."`
 	Usage  keysUsageCmd  `cmd:"" help:"Show a key's usage analytics: allowed and denied Checks per hour or day."`
+	Import keysImportCmd `cmd:"" help:"Import keys from another system by their tokens' hashes (JSON Lines)."`
 }
 
 // keysCreateCmd is `keygate keys create`. Its per-key flags read no

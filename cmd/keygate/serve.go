@@ -55,6 +55,7 @@ type serveCmd struct {
 	Console          bool          `name:"console" env:"KEYGATE_CONSOLE" default:"true" negatable:"" help:"Serve the web console at /console."`
 	HeaderPrefix     string        `name:"header-prefix" env:"KEYGATE_HEADER_PREFIX" default:"x-keygate-" help:"Prefix of the identity headers an allow sets; lower-case, ending in '-'."`
 	StripCredentials bool          `name:"strip-credentials" env:"KEYGATE_STRIP_CREDENTIALS" default:"true" negatable:"" help:"Remove the credential headers before the request goes upstream."`
+	ForeignTokens    bool          `name:"foreign-tokens" env:"KEYGATE_FOREIGN_TOKENS" help:"Look up by its SHA-256 a credential without keygate's token shape (16-256 printable ASCII characters, no space or comma): keys imported from another system keep their tokens. Native-shaped tokens keep the checksum rule."`
 	CacheMaxBytes    byteSize      `name:"cache-max-bytes" env:"KEYGATE_CACHE_MAX_BYTES" default:"64MiB" placeholder:"SIZE" help:"Bound of the key cache (bytes, or 64MiB, 1GB…)."`
 	CacheTTL         time.Duration `name:"cache-ttl" env:"KEYGATE_CACHE_TTL" default:"5m" help:"Reload a cached key after this long, as a backstop to invalidation."`
 	NegativeCacheTTL time.Duration `name:"negative-cache-ttl" env:"KEYGATE_NEGATIVE_CACHE_TTL" default:"10s" help:"How long an unknown token stays unknown in the cache."`
@@ -198,6 +199,7 @@ func (s *serveCmd) extauthzConfig() extauthz.Config {
 		DefaultRateLimit: int(s.RateLimit),
 		ClientIPHeader:   s.ClientIPHeader,
 		TrustedProxies:   s.trustedProxies,
+		ForeignTokens:    s.ForeignTokens,
 	}
 }
 

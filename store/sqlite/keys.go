@@ -305,7 +305,21 @@ func (s *Store) SetOrganizationDisabled(ctx context.Context, id string, disabled
 // CreateKey stores a new key and its first token.
 func (s *Store) CreateKey(ctx context.Context, nk store.NewKey, by keygate.Actor) (keygate.Key, error) {
 	var k keygate.Key
-	err := s.write(ctx, by, func(tx *sql.Tx, now time.Time) (*change, error) {
+	err := s.write(ctx, by, insertKey(ctx, nk, &k))
+	if err != nil {
+		return keygate.Key{}, fmt.Errorf("sqlite: create key %s: %w", nk.ID, err)
+	}
+	return k, nil
+}
+
+// insertKey is the write that stores nk and its first token into *out:
+// the one insert of CreateKey and ImportKeys, so that what a created key
+// stores, an imported one stores too. A token hash or key id that exists
+// is keygate.ErrConflict, a missing organization keygate.ErrNotFound.
+func insertKey(ctx context.Context, nk store.NewKey, out *keygate.Key) func(tx *sql.Tx, now time.Time) (*change, error) {
+	return func(tx *sql.Tx, now time.Time) (*change, error) {
+		var k keygate.Key
+		defer func() { *out = k }()
 		metadata := nk.Metadata
 		if metadata == nil {
 			metadata = []byte("{}")
@@ -341,11 +355,7 @@ func (s *Store) CreateKey(ctx context.Context, nk store.NewKey, by keygate.Actor
 		}
 		return &change{kind: keygate.EventKeyCreated, action: keygate.AuditKeyCreated,
 			orgID: nk.OrgID, keyID: nk.ID, hashes: [][]byte{nk.Token.Hash[:]}}, nil
-	})
-	if err != nil {
-		return keygate.Key{}, fmt.Errorf("sqlite: create key %s: %w", nk.ID, err)
 	}
-	return k, nil
 }
 
 func truncPtr(t *time.Time) *time.Time {

@@ -66,6 +66,9 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"UsageAddsUpHourlyAndDaily", testUsageAddsUp},
 		{"UsageVisibleInItsOrgEvenRevoked", testUsageVisibility},
 		{"UsagePruneIsBounded", testUsagePrune},
+		{"ImportKeysStoresEachAsCreateDoesWithImportedAudit", testImportKeys},
+		{"ImportKeysConflictingHashWritesNothing", testImportConflict},
+		{"ImportKeysThousandInOneCall", testImportThousand},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
