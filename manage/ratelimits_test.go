@@ -74,7 +74,7 @@ func TestRateLimits_CreateCarriesTheCallersNoLooser(t *testing.T) {
 	for _, ok := range [][]keygate.RateLimit{
 		{rl("search", 10, 60), rl("upload", 100, 3600)},
 		{rl("search", 1, 60), rl("upload", 100, 3600), rl("bulk", 1, 86400)}, // stricter, and one added
-		{rl("search", 20, 120), rl("upload", 50, 1800)},                       // the same rates
+		{rl("search", 20, 120), rl("upload", 50, 1800)},                      // the same rates
 	} {
 		if _, err := svc.CreateKeyAs(ctx, c, CreateRequest{Name: "inside", RateLimits: &ok}); err != nil {
 			t.Errorf("create with %v: %v", ok, err)
