@@ -65,6 +65,10 @@ type Key struct {
 	// in the canonical form of package sources: CIDRs, addresses and
 	// SPIFFE IDs, sorted, without duplicates. Empty means anywhere.
 	AllowedSources []string
+	// RateLimits are the key's named rate limits (SPEC §9), sorted by
+	// name, names unique, at most MaxRateLimits; never nil once stored.
+	// A route applies the one it names (keygate.ratelimit).
+	RateLimits []RateLimit
 	// Metadata is a JSON object; never nil once stored.
 	Metadata   json.RawMessage
 	Prefix     string
@@ -114,6 +118,44 @@ func (k *Key) HasScope(s string) bool {
 		}
 	}
 	return false
+}
+
+// RateLimit is one named rate limit of a key (SPEC §9): a token bucket of
+// Limit requests that refills over DurationSeconds.
+type RateLimit struct {
+	Name            string `json:"name"`
+	Limit           int    `json:"limit"`
+	DurationSeconds int    `json:"duration_seconds"`
+}
+
+// Bounds of named rate limits (SPEC §9).
+const (
+	MaxRateLimits        = 8
+	MaxRateLimitDuration = 86400 // seconds
+	MaxRateLimitNameLen  = 32
+	RateLimitNamePattern = "^[a-z][a-z0-9_-]{0,31}$"
+)
+
+// ValidRateLimitName reports whether s matches RateLimitNamePattern,
+// without a regexp: the policy loader and the decision share it.
+func ValidRateLimitName(s string) bool {
+	if len(s) == 0 || len(s) > MaxRateLimitNameLen || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Looser reports whether r allows more than o: a higher rate,
+// Limit/DurationSeconds, compared exactly (cross-multiplied).
+func (r RateLimit) Looser(o RateLimit) bool {
+	return int64(r.Limit)*int64(o.DurationSeconds) > int64(o.Limit)*int64(r.DurationSeconds)
 }
 
 // Organization is a tenant. Every key belongs to exactly one.

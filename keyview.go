@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unique"
@@ -24,7 +25,7 @@ type KeyView struct {
 	idLen uint8
 	// rare holds what most keys lack, interned as one value so that a key
 	// without any of it pays no more than a nil handle: an id too long to
-	// sit inline and allowed_sources (SPEC §11). Lists of sources repeat
+	// sit inline, allowed_sources (SPEC §11) and named rate limits (§9). Lists of sources repeat
 	// across keys, so each distinct list is held once.
 	rare unique.Handle[rareFields]
 
@@ -81,6 +82,9 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 	if len(k.AllowedSources) > 0 {
 		rare.sources = strings.Join(k.AllowedSources, ",")
 	}
+	if len(k.RateLimits) > 0 {
+		rare.limits = encodeRateLimits(k.RateLimits)
+	}
 	if rare != (rareFields{}) {
 		v.rare = unique.Make(rare)
 	}
@@ -97,6 +101,25 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 type rareFields struct {
 	longID  string // an id longer than KeyView.id holds
 	sources string // allowed_sources, canonical and comma-joined
+	// limits are the named rate limits (SPEC §9), "name:limit:seconds"
+	// comma-joined in name order: comparable, so a list that many keys
+	// share (a plan's limits) is held once.
+	limits string
+}
+
+func encodeRateLimits(list []RateLimit) string {
+	var b strings.Builder
+	for i, l := range list {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(l.Name)
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(l.Limit))
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(l.DurationSeconds))
+	}
+	return b.String()
 }
 
 func (v *KeyView) rareFields() rareFields {
@@ -171,6 +194,48 @@ func (v *KeyView) ProjectIDs() string { return v.projects.Value() }
 // comma-joined (package sources matches it as is); "" for anywhere.
 func (v *KeyView) AllowedSources() string { return v.rareFields().sources }
 
+// NamedRateLimit returns the key's rate limit called name; ok is false when the
+// key has none of that name (the route's named limit then does not apply).
+// It does not allocate.
+func (v *KeyView) NamedRateLimit(name string) (l RateLimit, ok bool) {
+	if v.rare == (unique.Handle[rareFields]{}) || name == "" {
+		return RateLimit{}, false
+	}
+	list := v.rare.Value().limits
+	for list != "" {
+		item := list
+		if i := strings.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			list = ""
+		}
+		n, rest, _ := strings.Cut(item, ":")
+		if n != name {
+			continue
+		}
+		lim, dur, _ := strings.Cut(rest, ":")
+		l.Name = n
+		l.Limit, _ = strconv.Atoi(lim)
+		l.DurationSeconds, _ = strconv.Atoi(dur)
+		return l, l.Limit > 0 && l.DurationSeconds > 0
+	}
+	return RateLimit{}, false
+}
+
+// RateLimits returns the key's named rate limits, in name order (nil for
+// none); for tests and tools, not the hot path.
+func (v *KeyView) RateLimits() []RateLimit {
+	var out []RateLimit
+	for item := range strings.SplitSeq(v.rareFields().limits, ",") {
+		if n, _, ok := strings.Cut(item, ":"); ok {
+			if l, ok := v.NamedRateLimit(n); ok {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
 // HasScope reports whether the key carries scope s.
 func (v *KeyView) HasScope(s string) bool { return inList(v.scopes.Value(), s) }
 
@@ -232,7 +297,7 @@ func (v *KeyView) Size() int {
 	n := len(v.user.Value()) + len(v.metadata.Value())
 	if v.rare != (unique.Handle[rareFields]{}) {
 		r := v.rare.Value()
-		n += len(r.longID) + len(r.sources)
+		n += len(r.longID) + len(r.sources) + len(r.limits)
 	}
 	return n
 }

@@ -3,6 +3,7 @@ package keygate
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,39 @@ func TestKeyViewAllowedSources(t *testing.T) {
 	// Sources share the slot of a long id: a view is no larger for them.
 	if n := unsafe.Sizeof(KeyView{}); n > 120 {
 		t.Errorf("KeyView is %d bytes, want at most 120", n)
+	}
+}
+
+func TestKeyView_NamedRateLimits(t *testing.T) {
+	rec := &KeyRecord{Key: Key{ID: "key_0123456789abcdefghij", OrgID: "o", UserID: "u"}}
+	plain := NewKeyView(rec, "")
+	if _, ok := plain.NamedRateLimit("search"); ok {
+		t.Fatal("a key without named limits has one")
+	}
+	base := plain.Size()
+	rec.Key.RateLimits = []RateLimit{{"search", 10, 60}, {"search-2", 5, 1}, {"upload", 100, 86400}}
+	rec.Key.AllowedSources = []string{"10.0.0.0/8"}
+	v := NewKeyView(rec, "")
+	for _, want := range rec.Key.RateLimits {
+		if got, ok := v.NamedRateLimit(want.Name); !ok || got != want {
+			t.Errorf("NamedRateLimit(%q) = %v, %v; want %v", want.Name, got, ok, want)
+		}
+	}
+	for _, name := range []string{"", "searc", "search-", "uploads", "10", "60"} {
+		if got, ok := v.NamedRateLimit(name); ok {
+			t.Errorf("NamedRateLimit(%q) = %v, want none", name, got)
+		}
+	}
+	if got := v.RateLimits(); !slices.Equal(got, rec.Key.RateLimits) {
+		t.Errorf("RateLimits = %v", got)
+	}
+	if v.AllowedSources() != "10.0.0.0/8" {
+		t.Errorf("AllowedSources = %q beside named limits", v.AllowedSources())
+	}
+	if v.Size() <= base {
+		t.Errorf("Size = %d, not more than %d without limits", v.Size(), base)
+	}
+	if a := testing.AllocsPerRun(100, func() { v.NamedRateLimit("upload") }); a != 0 {
+		t.Errorf("NamedRateLimit allocates %v times", a)
 	}
 }

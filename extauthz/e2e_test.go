@@ -66,11 +66,15 @@ type e2e struct {
 }
 
 // startE2E serves Check on 127.0.0.1 over real gRPC, deciding from st
-// through the cache, with the decision's clock at now.
-func startE2E(t *testing.T, st store.Store, now time.Time) *e2e {
+// through the cache, with the decision's clock at now; opts adjust the
+// decision's configuration (a limiter, a policy).
+func startE2E(t *testing.T, st store.Store, now time.Time, opts ...func(*extauthz.Config)) *e2e {
 	t.Helper()
 	format := apikey.DefaultFormat()
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: "https://keygate.dev/errors", Now: func() time.Time { return now }}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	c, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Minute, NegativeTTL: time.Second, Metadata: extauthz.MetadataEncoding})
 	if err != nil {
 		t.Fatal(err)

@@ -558,7 +558,8 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
-// key's rate limit. It returns "" to allow.
+// key's rate limit, with the named limit the route applies (SPEC §9). It
+// returns "" to allow.
 func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
 	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
@@ -592,6 +593,9 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 		if !ok {
 			limit = s.cfg.DefaultRateLimit
 		}
+		if named, ok := v.NamedRateLimit(route.RateLimit); ok {
+			return s.rateLimitNamed(v, r, limit, named)
+		}
 		if limit > 0 {
 			r.limit = s.cfg.Limiter.Allow(v.ID(), limit)
 			if !r.limit.Allowed {
@@ -601,6 +605,29 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 		}
 	}
 	return ""
+}
+
+// rateLimitNamed is the rate-limit step on a route that applies the
+// key's named limit (SPEC §9): the main limit (perMinute, 0 unlimited)
+// and the named one both hold, a token of each or of neither. A deny
+// carries the ratelimit-* and retry-after of the limit that denied (the
+// main one when both do); an allow those of the limit with the fewest
+// requests remaining.
+func (s *Server) rateLimitNamed(v *keygate.KeyView, r *request, perMinute int, l keygate.RateLimit) keygate.Code {
+	main, named := s.cfg.Limiter.AllowNamed(v.ID(), perMinute, ratelimit.Named{
+		Name: l.Name, Limit: l.Limit, Per: time.Duration(l.DurationSeconds) * time.Second,
+	})
+	switch {
+	case main.Allowed && named.Allowed:
+		r.limit = ratelimit.Fewest(main, named)
+		return ""
+	case main.RetryAfter > 0:
+		r.limit = main
+	default:
+		r.limit = named
+	}
+	r.retryAfter = r.limit.RetryAfter
+	return keygate.CodeRateLimited
 }
 
 // pathOnly drops the query string, which may hold secrets, from a logged path.

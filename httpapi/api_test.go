@@ -55,7 +55,7 @@ func TestAPI_KeyLifecycle_CreateListGetPatchRollRevoke(t *testing.T) {
 		}
 		slices.Sort(fields)
 		wantFields := []string{"allowed_sources", "created_at", "environment", "expires_at", "id", "key", "last4", "last_used_at", "metadata",
-			"name", "object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "scopes", "status", "type", "user_id"}
+			"name", "object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "rate_limits", "scopes", "status", "type", "user_id"}
 		if diff := cmp.Diff(wantFields, fields); diff != "" {
 			t.Errorf("create fields (-want +got):\n%s", diff)
 		}
@@ -68,7 +68,7 @@ func TestAPI_KeyLifecycle_CreateListGetPatchRollRevoke(t *testing.T) {
 		wantKey := httpapi.APIKey{
 			ID: got.ID, Object: "api_key", Name: "CI Pipeline", Prefix: tok.Prefix(), Last4: tok.Last4(), Type: "secret",
 			Environment: "live", OrgID: "acme", UserID: "alice", Scopes: []string{"read", "write"}, ProjectIDs: []string{},
-			RateLimitPerMinute: ptr(60), Metadata: json.RawMessage(`{"plan":"pro"}`), AllowedSources: []string{}, Status: "active",
+			RateLimitPerMinute: ptr(60), Metadata: json.RawMessage(`{"plan":"pro"}`), AllowedSources: []string{}, RateLimits: []keygate.RateLimit{}, Status: "active",
 			CreatedAt: got.CreatedAt, ExpiresAt: got.ExpiresAt,
 		}
 		if diff := cmp.Diff(wantKey, got, cmpTime); diff != "" {

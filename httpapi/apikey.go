@@ -28,10 +28,12 @@ type APIKey struct {
 	RateLimitPerMinute *int            `json:"rate_limit_per_minute"`
 	Metadata           json.RawMessage `json:"metadata"`
 	AllowedSources     []string        `json:"allowed_sources"`
-	Status             string          `json:"status"`
-	CreatedAt          Time            `json:"created_at"`
-	LastUsedAt         *Time           `json:"last_used_at"`
-	ExpiresAt          *Time           `json:"expires_at"`
+	// RateLimits are the key's named rate limits (SPEC §9), [] for none.
+	RateLimits []keygate.RateLimit `json:"rate_limits"`
+	Status     string              `json:"status"`
+	CreatedAt  Time                `json:"created_at"`
+	LastUsedAt *Time               `json:"last_used_at"`
+	ExpiresAt  *Time               `json:"expires_at"`
 	// Propagation is set on a change made with ?wait=true (SPEC §12): how
 	// far it has reached the fleet. Absent otherwise.
 	Propagation *fleet.Propagation `json:"propagation,omitempty"`
@@ -75,6 +77,10 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 	if srcs == nil {
 		srcs = []string{}
 	}
+	limits := k.RateLimits
+	if limits == nil {
+		limits = []keygate.RateLimit{}
+	}
 	meta := k.Metadata
 	if len(bytes.TrimSpace(meta)) == 0 || bytes.Equal(bytes.TrimSpace(meta), []byte("null")) {
 		meta = json.RawMessage("{}")
@@ -94,6 +100,7 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 		RateLimitPerMinute: k.RateLimitPerMinute,
 		Metadata:           meta,
 		AllowedSources:     srcs,
+		RateLimits:         limits,
 		Status:             string(k.Status(now)),
 		CreatedAt:          Time(k.CreatedAt),
 		LastUsedAt:         timePtr(k.LastUsedAt),

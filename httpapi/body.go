@@ -243,7 +243,7 @@ func (f *fields) raw(name string) json.RawMessage { return f.o[name] }
 // createMembers are the members of a create body (SPEC §5); an import
 // item has them too, and createRequest parses them for both.
 var createMembers = []string{"name", "scopes", "project_ids", "type", "environment", "expires_at", "expires_in",
-	"rate_limit_per_minute", "metadata", "user_id", "allowed_sources"}
+	"rate_limit_per_minute", "metadata", "user_id", "allowed_sources", "rate_limits"}
 
 func parseCreate(w http.ResponseWriter, r *http.Request) (manage.CreateRequest, error) {
 	o, err := readObject(w, r, createMembers...)
@@ -282,11 +282,72 @@ func createRequest(o object) (manage.CreateRequest, error) {
 	req.Metadata = f.raw("metadata")
 	req.UserID = f.string("user_id")
 	req.AllowedSources = f.strings("allowed_sources")
+	req.RateLimits = f.rateLimits("rate_limits")
 	return req, f.err
 }
 
+// rateLimits parses named rate limits (SPEC §9): null or [] for none, else
+// an array of {"name", "limit", "duration_seconds"} objects, each member
+// required, of its type, and no other. A wrong item names itself or its
+// member (rate_limits[1].limit); manage checks the values.
+func (f *fields) rateLimits(name string) *[]keygate.RateLimit {
+	raw, ok := f.o[name]
+	if !ok || f.err != nil {
+		return nil
+	}
+	out := []keygate.RateLimit{}
+	if isNull(raw) {
+		return &out
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil {
+		f.err = keygate.ParamErrorf(name, "%s must be an array of {\"name\", \"limit\", \"duration_seconds\"} objects, or null.", name)
+		return nil
+	}
+	for i, item := range items {
+		where := name + "[" + strconv.Itoa(i) + "]"
+		var o map[string]json.RawMessage
+		if isNull(item) || json.Unmarshal(item, &o) != nil {
+			f.err = keygate.ParamErrorf(where, "%s must be an object {\"name\", \"limit\", \"duration_seconds\"}.", where)
+			return nil
+		}
+		for member := range o {
+			if member != "name" && member != "limit" && member != "duration_seconds" {
+				f.err = keygate.ParamErrorf(where+"."+member, "Unknown field %s.%s; known fields: name, limit, duration_seconds.", where, member)
+				return nil
+			}
+		}
+		fi := fields{o: o}
+		var l keygate.RateLimit
+		if s := fi.string("name"); s != nil {
+			l.Name = *s
+		}
+		if n := fi.int("limit", 1, manage.MaxRateLimit); n != nil {
+			l.Limit = int(*n)
+		}
+		if n := fi.int("duration_seconds", 1, keygate.MaxRateLimitDuration); n != nil {
+			l.DurationSeconds = int(*n)
+		}
+		for _, member := range []string{"name", "limit", "duration_seconds"} {
+			if _, ok := o[member]; !ok && fi.err == nil {
+				fi.err = keygate.ParamErrorf(member, "%s is required.", member)
+			}
+		}
+		if fi.err != nil {
+			// Name the member in full: rate_limits[1].limit.
+			f.err = fi.err
+			if e, ok := fi.err.(*keygate.Error); ok {
+				f.err = keygate.ParamErrorf(where+"."+e.Param, "%s.%s", where, e.Message)
+			}
+			return nil
+		}
+		out = append(out, l)
+	}
+	return &out
+}
+
 func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, error) {
-	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata", "allowed_sources")
+	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata", "allowed_sources", "rate_limits")
 	if err != nil {
 		return manage.KeyChanges{}, err
 	}
@@ -298,6 +359,7 @@ func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, err
 		ExpiresAt:          f.nullableTime("expires_at"),
 		Metadata:           f.raw("metadata"),
 		AllowedSources:     f.strings("allowed_sources"),
+		RateLimits:         f.rateLimits("rate_limits"),
 	}
 	return ch, f.err
 }

@@ -89,6 +89,9 @@ type CreateRequest struct {
 	Metadata           json.RawMessage
 	// AllowedSources nil: the caller's; empty: anywhere.
 	AllowedSources *[]string
+	// RateLimits nil: the caller's named rate limits; empty: none (SPEC
+	// §9). Either way the key must carry each of the caller's, no looser.
+	RateLimits *[]keygate.RateLimit
 }
 
 // CreateKeyAs creates a key as the caller. The body is validated first
@@ -112,6 +115,7 @@ func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
 		OrgID: ck.OrgID, UserID: ck.UserID, Name: r.Name, Scopes: ck.Scopes, ProjectIDs: ck.ProjectIDs,
 		Type: keygate.Secret, Environment: ck.Environment,
 		RateLimitPerMinute: ck.RateLimitPerMinute, Metadata: r.Metadata, AllowedSources: ck.AllowedSources,
+		RateLimits: ck.RateLimits,
 	}
 	if ck.ExpiresAt != nil {
 		// Down, not up, to a whole second: a caller stored before expiry
@@ -160,6 +164,9 @@ func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
 	if r.AllowedSources != nil {
 		nk.AllowedSources = *r.AllowedSources
 	}
+	if r.RateLimits != nil {
+		nk.RateLimits = *r.RateLimits
+	}
 	k, err := normalize(nk, now)
 	if err != nil {
 		return CreatedKey{}, err
@@ -171,7 +178,7 @@ func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
 	if r.UserID != nil && !c.admin() {
 		return CreatedKey{}, escalation("user_id", "Creating a key for another user_id needs the %q scope.", ScopeAdmin)
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, expiryParam, whyCreate); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
 	return keep(ctx, k, c.actor())
@@ -185,7 +192,8 @@ type grant struct {
 	env       keygate.Environment
 	expiresAt *time.Time
 	rate      *int
-	sources   []string // allowed_sources, canonical; empty: anywhere
+	sources   []string            // allowed_sources, canonical; empty: anywhere
+	limits    []keygate.RateLimit // named rate limits (SPEC §9)
 }
 
 func escalation(param, format string, args ...any) error {
@@ -245,7 +253,42 @@ func (s *Service) within(c *Caller, g grant, expiryParam, why string) error {
 		}
 		return deny("allowed_sources", "the source %q is beyond the calling key's allowed sources (%s)", bad, listText(ck.AllowedSources))
 	}
+	for _, have := range ck.RateLimits {
+		l, ok := findLimit(g.limits, have.Name)
+		switch {
+		case !ok:
+			return deny("rate_limits", "going without the calling key's named rate limit %s is beyond it", limitText(have))
+		case l.Looser(have):
+			return deny("rate_limits", "the named rate limit %s is looser than the calling key's (%s)", limitText(l), limitText(have))
+		}
+	}
 	return nil
+}
+
+// findLimit returns the named rate limit called name in list.
+func findLimit(list []keygate.RateLimit, name string) (keygate.RateLimit, bool) {
+	for _, l := range list {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return keygate.RateLimit{}, false
+}
+
+// limitText says what a named rate limit allows: search (10 per 60 s).
+func limitText(l keygate.RateLimit) string {
+	return fmt.Sprintf("%q (%d per %d s)", l.Name, l.Limit, l.DurationSeconds)
+}
+
+// limitsWithin reports whether every named limit of have is in list, no
+// looser: a change to list that keeps this narrows, or keeps, the key.
+func limitsWithin(list, have []keygate.RateLimit) bool {
+	for _, h := range have {
+		if l, ok := findLimit(list, h.Name); !ok || l.Looser(h) {
+			return false
+		}
+	}
+	return true
 }
 
 func listText(s []string) string {
@@ -364,6 +407,8 @@ type KeyChanges struct {
 	ExpiresAt          Nullable[time.Time] // null: never expires
 	Metadata           json.RawMessage     // replaces the whole object; null: {}
 	AllowedSources     *[]string           // replaces the whole list; empty: anywhere
+	// RateLimits replaces the key's named rate limits; empty: none.
+	RateLimits *[]keygate.RateLimit
 }
 
 // UpdateKeyAs changes key id. A change that widens what the key can do
@@ -375,9 +420,9 @@ type KeyChanges struct {
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
-	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil {
+	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil && ch.RateLimits == nil {
 		return keygate.Key{}, keygate.Errorf(keygate.CodeInvalidRequest,
-			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata or allowed_sources.")
+			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata, allowed_sources or rate_limits.")
 	}
 	if ch.Name != nil {
 		if err := ValidateName(*ch.Name); err != nil {
@@ -417,6 +462,14 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		u.AllowedSources = &list
 		ch.AllowedSources = &list
 	}
+	if ch.RateLimits != nil {
+		list, err := RateLimits(*ch.RateLimits)
+		if err != nil {
+			return keygate.Key{}, err
+		}
+		u.RateLimits = &list
+		ch.RateLimits = &list
+	}
 
 	if err := c.require(ScopeWrite); err != nil {
 		return keygate.Key{}, err
@@ -431,7 +484,7 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		if !s.widening(k, ch) {
 			return nil
 		}
-		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}
+		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}
 		if ch.ExpiresAt.Set {
 			after.expiresAt = u.ExpiresAt
 		}
@@ -440,6 +493,9 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 		}
 		if ch.AllowedSources != nil {
 			after.sources = *ch.AllowedSources
+		}
+		if ch.RateLimits != nil {
+			after.limits = *ch.RateLimits
 		}
 		return s.within(&c, after, "expires_at", whyPatch)
 	}
@@ -450,7 +506,8 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 // (SPEC §5): turn an inactive key back on, a later expiry or none, a
 // higher effective rate limit, or null, the server default, in place of
 // a limit of its own (--rate-limit may be raised later), allowed_sources
-// emptied or given an entry outside the current list (SPEC §11). Renaming,
+// emptied or given an entry outside the current list (SPEC §11), a named
+// rate limit removed or loosened (SPEC §9). Renaming,
 // metadata, deactivating and every lowering are narrowing.
 //
 // k is the key as read before the write; the store's update has no
@@ -467,6 +524,9 @@ func (s *Service) widening(k keygate.Key, ch KeyChanges) bool {
 		if _, ok := sources.ListWithin(*ch.AllowedSources, k.AllowedSources); !ok {
 			return true
 		}
+	}
+	if ch.RateLimits != nil && !limitsWithin(*ch.RateLimits, k.RateLimits) {
+		return true // a named limit removed or loosened (SPEC §5, §9)
 	}
 	if r := ch.RateLimitPerMinute; r.Set {
 		if r.Null {
@@ -507,7 +567,7 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err != nil {
 		return CreatedKey{}, err
 	}
-	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll); err != nil {
+	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
 	tok, err := s.format.Generate(k.Type, k.Environment)
@@ -519,7 +579,7 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 		// widens the key meanwhile must not have this caller's roll
 		// judged against the narrower key it read.
 		Allowed: func(k keygate.Key) error {
-			return s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll)
+			return s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, "expires_at", whyRoll)
 		}}
 	k, err = s.store.RollKey(ctx, c.Key.OrgID, id, nt, grace, c.actor())
 	if err != nil {

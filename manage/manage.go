@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -113,6 +114,8 @@ type NewKey struct {
 	// AllowedSources bind the key to CIDRs, addresses and SPIFFE IDs
 	// (SPEC §11); empty: anywhere.
 	AllowedSources []string
+	// RateLimits are the key's named rate limits (SPEC §9); empty: none.
+	RateLimits []keygate.RateLimit
 	// CreateOrganization creates the organization when it is missing, as
 	// `keygate keys create` does; the API never does.
 	CreateOrganization bool
@@ -232,7 +235,46 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	if len(list) > 0 {
 		k.AllowedSources = list
 	}
+	limits, err := RateLimits(nk.RateLimits)
+	if err != nil {
+		return k, err
+	}
+	if len(limits) > 0 {
+		k.RateLimits = limits
+	}
 	return k, nil
+}
+
+// RateLimits validates a key's named rate limits (SPEC §9) and returns
+// them sorted by name, never nil: at most keygate.MaxRateLimits, each
+// named by ^[a-z][a-z0-9_-]{0,31}$ (unique), a limit of 1 or more and a
+// duration of 1 to 86400 seconds. A bad item names its index and field,
+// e.g. rate_limits[2].name.
+func RateLimits(list []keygate.RateLimit) ([]keygate.RateLimit, error) {
+	if len(list) > keygate.MaxRateLimits {
+		return nil, keygate.ParamErrorf("rate_limits", "rate_limits holds at most %d limits.", keygate.MaxRateLimits)
+	}
+	out := make([]keygate.RateLimit, 0, len(list))
+	for i, l := range list {
+		item := fmt.Sprintf("rate_limits[%d]", i)
+		if !keygate.ValidRateLimitName(l.Name) {
+			return nil, keygate.ParamErrorf(item+".name", "%s.name %q must match %s.", item, l.Name, keygate.RateLimitNamePattern)
+		}
+		for j, prev := range list[:i] {
+			if prev.Name == l.Name {
+				return nil, keygate.ParamErrorf(item+".name", "%s.name %q is also rate_limits[%d].name: names must be unique.", item, l.Name, j)
+			}
+		}
+		if l.Limit < 1 || l.Limit > MaxRateLimit {
+			return nil, keygate.ParamErrorf(item+".limit", "%s.limit must be 1 to %d.", item, MaxRateLimit)
+		}
+		if l.DurationSeconds < 1 || l.DurationSeconds > keygate.MaxRateLimitDuration {
+			return nil, keygate.ParamErrorf(item+".duration_seconds", "%s.duration_seconds must be 1 to %d.", item, keygate.MaxRateLimitDuration)
+		}
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b keygate.RateLimit) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // AllowedSources validates a key's allowed_sources and returns them in

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keygate/keygate"
 )
 
 // Load reads and compiles the policy file at path (--policy). Errors name
@@ -156,7 +158,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 
 func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 	var r rule
-	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode"}, func(key string, _, v *yaml.Node) error {
+	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode", "ratelimit"}, func(key string, _, v *yaml.Node) error {
 		field := where + "." + key
 		switch key {
 		case "methods":
@@ -212,6 +214,15 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 				return l.errorf(v, field, "%q is neither \"enforce\" nor \"report\"", s)
 			}
 			r.mode, r.hasMode = m, true
+		case "ratelimit":
+			s, err := l.str(v, field)
+			if err != nil {
+				return err
+			}
+			if !keygate.ValidRateLimitName(s) {
+				return l.errorf(v, field, "%q is not a valid rate limit name (%s)", s, keygate.RateLimitNamePattern)
+			}
+			r.rateLimit = s
 		}
 		return nil
 	})

@@ -14,7 +14,7 @@ func TestLoad_StrictErrorsNameFileLineAndField(t *testing.T) {
 	}{
 		{"bad_scope.yaml", `:3: rules[0].scope: "Admin" is not a valid scope`},
 		{"bad_scope_type.yaml", `:3: rules[0].scope: must be a string, not the number 7`},
-		{"bad_unknown_field.yaml", `:3: rules[0].scopes: unknown field (known: methods, path, scope, publishable, mode)`},
+		{"bad_unknown_field.yaml", `:3: rules[0].scopes: unknown field (known: methods, path, scope, publishable, mode, ratelimit)`},
 		{"bad_unknown_top.yaml", `:1: rule: unknown field (known: rules, projects)`},
 		{"bad_duplicate_field.yaml", `:4: rules[0].scope: given twice`},
 		{"bad_missing_path.yaml", `:3: rules[1].path: required`},
@@ -31,6 +31,8 @@ func TestLoad_StrictErrorsNameFileLineAndField(t *testing.T) {
 		{"bad_methods_empty.yaml", `:2: rules[0].methods: empty (omit methods for every method)`},
 		{"bad_mode.yaml", `:3: rules[0].mode: "Report" is neither "enforce" nor "report"`},
 		{"bad_mode_type.yaml", `:3: rules[0].mode: must be a string, not a boolean`},
+		{"bad_ratelimit.yaml", `:3: rules[0].ratelimit: "Search" is not a valid rate limit name (^[a-z][a-z0-9_-]{0,31}$)`},
+		{"bad_ratelimit_type.yaml", `:3: rules[0].ratelimit: must be a string, not a list`},
 		{"bad_publishable.yaml", `:3: rules[0].publishable: must be true or false, not the string "true"`},
 		{"bad_rules_type.yaml", `:1: rules: must be a list, not a mapping`},
 		{"bad_rule_type.yaml", `:2: rules[0]: must be a mapping, not the string "/v1/uploads"`},
@@ -81,6 +83,7 @@ rules:
     scope: "a.b:c_d-e"
     publishable: false
     mode: report
+    ratelimit: search_v2-x
   - &r {path: /**, scope: read}
 projects: ~
 `)

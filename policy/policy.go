@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/keygate/keygate"
 )
 
 // Context extension keys that Envoy routes set (route
@@ -24,6 +26,7 @@ const (
 	ExtPublishable = "keygate.publishable" // "true" or "false"
 	ExtProject     = "keygate.project"     // one project pattern
 	ExtMode        = "keygate.mode"        // "enforce" or "report" (SPEC §11)
+	ExtRateLimit   = "keygate.ratelimit"   // the key's named rate limit the route applies (SPEC §9)
 )
 
 // Mode is how a route applies its decision (SPEC §11).
@@ -68,6 +71,10 @@ type Route struct {
 	Project     string // the project the path names, when HasProject
 	HasProject  bool
 	Mode        Mode // enforce (the default) or report
+	// RateLimit names the key's named rate limit the route applies
+	// (SPEC §9); "" for none. A key without a limit of that name is
+	// held to its main limit only.
+	RateLimit string
 }
 
 // Policy is a loaded policy file. A nil *Policy is the default policy (no
@@ -99,6 +106,7 @@ type rule struct {
 	hasPublishable bool
 	mode           Mode
 	hasMode        bool
+	rateLimit      string // "" when the rule names none
 }
 
 // Default returns the policy without a file: GET, HEAD and OPTIONS need
@@ -160,9 +168,12 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 		if r, hasScope, hasPub, hasMode, extProject, err = p.fromExtensions(ext); err != nil {
 			return Route{}, err
 		}
+		if r.RateLimit, err = extRateLimit(ext); err != nil {
+			return Route{}, err
+		}
 	}
 
-	if (!hasScope || !hasPub || !hasMode) && p != nil {
+	if (!hasScope || !hasPub || !hasMode || r.RateLimit == "") && p != nil {
 		if ru := p.match(method, path); ru != nil {
 			if !hasScope && ru.hasScope {
 				r.Scope, hasScope = ru.scope, true
@@ -172,6 +183,9 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 			}
 			if !hasMode && ru.hasMode {
 				r.Mode = ru.mode
+			}
+			if r.RateLimit == "" {
+				r.RateLimit = ru.rateLimit
 			}
 		}
 	}
@@ -230,6 +244,20 @@ func extMode(ext Extensions) (Mode, bool, error) {
 		return Enforce, false, fmt.Errorf("%w %s: %q is neither \"enforce\" nor \"report\"", ErrInvalidExtension, ExtMode, s)
 	}
 	return m, true, nil
+}
+
+// extRateLimit reads keygate.ratelimit: "" when the route sets none. A
+// value that is not a valid limit name is an error (the route fails
+// closed), not "no limit": a typo must not lift a limit silently.
+func extRateLimit(ext Extensions) (string, error) {
+	s, ok := ext.Get(ExtRateLimit)
+	if !ok {
+		return "", nil
+	}
+	if !keygate.ValidRateLimitName(s) {
+		return "", fmt.Errorf("%w %s: %q is not a valid rate limit name (%s)", ErrInvalidExtension, ExtRateLimit, s, keygate.RateLimitNamePattern)
+	}
+	return s, nil
 }
 
 // fromExtensions reads the settings that context_extensions set.

@@ -261,3 +261,42 @@ func TestModeExt_DoesNotAllocate(t *testing.T) {
 		t.Errorf("ModeExt allocates %v times", n)
 	}
 }
+
+func TestResolve_RateLimitFromExtensionThenFirstRule(t *testing.T) {
+	p, err := Parse("ratelimit.yaml", []byte(`
+rules:
+  - {methods: [POST], path: "/v1/search", ratelimit: search}
+  - {path: "/v1/search", scope: read}
+  - {path: "/v1/**", ratelimit: general}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runResolve(t, p, []resolveCase{
+		{"rule names it", "POST", "/v1/search", nil, Route{Scope: "write", RateLimit: "search"}},
+		{"first rule names none: none, not a later rule's", "GET", "/v1/search", nil, Route{Scope: "read"}},
+		{"catch-all rule", "GET", "/v1/other", nil, Route{Scope: "read", RateLimit: "general"}},
+		{"no rule", "GET", "/v2/x", nil, Route{Scope: "read"}},
+		{"ext over rule", "POST", "/v1/search", map[string]string{ExtRateLimit: "burst"}, Route{Scope: "write", RateLimit: "burst"}},
+		{"ext where no rule names one", "GET", "/v2/x", map[string]string{ExtRateLimit: "burst"}, Route{Scope: "read", RateLimit: "burst"}},
+		{"ext with every other setting: file still read for nothing else", "POST", "/v1/search",
+			map[string]string{ExtScope: "x", ExtPublishable: "false", ExtMode: "enforce", ExtRateLimit: "b"}, Route{Scope: "x", RateLimit: "b"}},
+		{"other exts, rule's limit", "POST", "/v1/search",
+			map[string]string{ExtScope: "x", ExtPublishable: "false", ExtMode: "enforce"}, Route{Scope: "x", RateLimit: "search"}},
+	})
+	runResolve(t, nil, []resolveCase{
+		{"default policy: ext", "GET", "/v1/x", map[string]string{ExtRateLimit: "search"}, Route{Scope: "read", RateLimit: "search"}},
+	})
+}
+
+func TestResolve_InvalidRateLimitExtensionFailsClosed(t *testing.T) {
+	for _, v := range []string{"", "Search", "9lives", "a b", "a,b", "search!", "abcdefghijklmnopqrstuvwxyz0123456"} {
+		for _, p := range []*Policy{nil, mustLoad(t, "example.yaml")} {
+			got, err := p.Resolve("GET", "/v1/x", map[string]string{ExtRateLimit: v})
+			want := fmt.Sprintf(`policy: invalid context extension keygate.ratelimit: %q is not a valid rate limit name (^[a-z][a-z0-9_-]{0,31}$)`, v)
+			if !errors.Is(err, ErrInvalidExtension) || err.Error() != want {
+				t.Errorf("Resolve(keygate.ratelimit=%q) = %+v, %v; want %s", v, got, err, want)
+			}
+		}
+	}
+}

@@ -55,7 +55,9 @@ type Limiter struct {
 	epoch   time.Time
 	seed    maphash.Seed
 	buckets table[string, int64]
-	denied  prometheus.Counter
+	// named holds the buckets of named limits (AllowNamed).
+	named  table[namedKey, namedBucket]
+	denied prometheus.Counter
 }
 
 // Result is the outcome of one Allow.
@@ -94,6 +96,10 @@ func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 		Help: "Rate-limit buckets evicted while not yet full, to stay within the key cap.",
 	})
 	l.buckets.evicted = evictions.Inc
+	l.named.init(cfg.MaxKeys)
+	l.named.idle = func(b namedBucket, now int64) bool { return b.full <= now }
+	l.named.score = func(b namedBucket, _ int64) int64 { return b.full }
+	l.named.evicted = evictions.Inc
 	l.denied = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keygate_ratelimit_denied_total",
 		Help: "Requests denied with rate_limited.",
@@ -106,7 +112,7 @@ func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keygate_ratelimit_buckets",
 			Help: "Rate-limit buckets held (keys used within about the last minute).",
-		}, func() float64 { return float64(l.buckets.len()) }),
+		}, func() float64 { return float64(l.buckets.len() + l.named.len()) }),
 	} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("ratelimit: registering metrics: %w", err)
@@ -176,10 +182,13 @@ func (l *Limiter) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Limiter) sweep(now time.Time) { l.buckets.sweep(int64(now.Sub(l.epoch))) }
+func (l *Limiter) sweep(now time.Time) {
+	l.buckets.sweep(int64(now.Sub(l.epoch)))
+	l.named.sweep(int64(now.Sub(l.epoch)))
+}
 
-// Len reports the buckets held.
-func (l *Limiter) Len() int { return l.buckets.len() }
+// Len reports the buckets held, main and named.
+func (l *Limiter) Len() int { return l.buckets.len() + l.named.len() }
 
 // ResetSeconds is ratelimit-reset: whole seconds until the bucket is
 // full again.

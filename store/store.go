@@ -185,7 +185,9 @@ type NewKey struct {
 	ExpiresAt          *time.Time
 	// AllowedSources, canonical (package sources); empty: anywhere.
 	AllowedSources []string
-	Token          NewToken
+	// RateLimits, sorted by name (SPEC §9); empty: none.
+	RateLimits []keygate.RateLimit
+	Token      NewToken
 }
 
 // ImportConflictError is ImportKeys refusing keys because item Index
@@ -215,6 +217,9 @@ type KeyUpdate struct {
 	// AllowedSources, if not nil, replaces the key's list (canonical;
 	// empty: anywhere).
 	AllowedSources *[]string
+	// RateLimits, if not nil, replaces the key's named rate limits
+	// (sorted by name; empty: none).
+	RateLimits *[]keygate.RateLimit
 	// Allowed, if set, is called with the key as the update has locked it,
 	// before anything is written; its error refuses the update and is
 	// returned as is. A rule judged on an earlier read (a widening PATCH
@@ -257,7 +262,20 @@ func (u KeyUpdate) Apply(k keygate.Key, now time.Time) keygate.Key {
 	if u.AllowedSources != nil {
 		k.AllowedSources = append([]string{}, *u.AllowedSources...)
 	}
+	if u.RateLimits != nil {
+		k.RateLimits = append([]keygate.RateLimit{}, *u.RateLimits...)
+	}
 	return k
+}
+
+// RateLimitsJSON is a key's named rate limits as both stores keep them: a
+// JSON array, [] for none.
+func RateLimitsJSON(list []keygate.RateLimit) string {
+	if list == nil {
+		list = []keygate.RateLimit{}
+	}
+	b, _ := json.Marshal(list) // ints and strings always marshal
+	return string(b)
 }
 
 // Cursor is a position in a newest-first listing: the (created_at, id) of

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/internal/testaddr"
 )
@@ -274,5 +275,62 @@ func TestKeysCreate_AllowSource(t *testing.T) {
 	}
 	if want := []string{"10.0.0.0/8", "2001:db8::1", "spiffe://mesh.local/ns/ci/*"}; !slices.Equal(out.Data.AllowedSources, want) {
 		t.Errorf("allowed_sources = %v, want %v", out.Data.AllowedSources, want)
+	}
+}
+
+// --limit gives the created key named rate limits (SPEC §9), repeatable.
+func TestKeysCreate_Limit(t *testing.T) {
+	e := backends[0].env(t)
+	r := invoke(t, e, "keys", "create", "--org", "acme", "--user", "alice", "--name", "CI", "--json",
+		"--limit", "upload=100/24h", "--limit", "search=10/1m", "--limit", "burst_2=1/1s", "--limit", "x=3/1h30m")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var out struct {
+		Data struct {
+			RateLimits []keygate.RateLimit `json:"rate_limits"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	want := []keygate.RateLimit{{Name: "burst_2", Limit: 1, DurationSeconds: 1}, {Name: "search", Limit: 10, DurationSeconds: 60},
+		{Name: "upload", Limit: 100, DurationSeconds: 86400}, {Name: "x", Limit: 3, DurationSeconds: 5400}}
+	if !slices.Equal(out.Data.RateLimits, want) {
+		t.Errorf("rate_limits = %v, want %v", out.Data.RateLimits, want)
+	}
+}
+
+func TestKeysCreate_BadLimitNamesTheFlag(t *testing.T) {
+	e := backends[0].env(t)
+	for _, tt := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--limit", "search"}, "NAME=N/DURATION"},
+		{[]string{"--limit", "search=10"}, "NAME=N/DURATION"},
+		{[]string{"--limit", "Search=10/1m"}, `the name "Search"`},
+		{[]string{"--limit", "=10/1m"}, `the name ""`},
+		{[]string{"--limit", "search=0/1m"}, `the limit "0"`},
+		{[]string{"--limit", "search=-1/1m"}, `the limit "-1"`},
+		{[]string{"--limit", "search=ten/1m"}, `the limit "ten"`},
+		{[]string{"--limit", "search=10/25h"}, `the duration "25h"`},
+		{[]string{"--limit", "search=10/1.5s"}, `the duration "1.5s"`},
+		{[]string{"--limit", "search=10/500ms"}, `the duration "500ms"`},
+		{[]string{"--limit", "search=10/60"}, `the duration "60"`},
+		{[]string{"--limit", "search=10/0s"}, `the duration "0s"`},
+		{[]string{"--limit", "a=1/1s", "--limit", "a=2/1s"}, "unique"},
+		{[]string{"--limit", "a=1/1s", "--limit", "b=1/1s", "--limit", "c=1/1s", "--limit", "d=1/1s", "--limit", "e=1/1s",
+			"--limit", "f=1/1s", "--limit", "g=1/1s", "--limit", "h=1/1s", "--limit", "i=1/1s"}, "at most 8"},
+	} {
+		args := append([]string{"keys", "create", "--org", "acme", "--user", "alice", "--name", "CI"}, tt.args...)
+		r := invoke(t, e, args...)
+		if r.code != 2 {
+			t.Errorf("%v: exit %d, want 2", tt.args, r.code)
+		}
+		oneLineNaming(t, r, "--limit")
+		if !strings.Contains(r.stderr, tt.says) {
+			t.Errorf("%v: stderr %q does not say %q", tt.args, r.stderr, tt.says)
+		}
 	}
 }

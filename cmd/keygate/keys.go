@@ -96,20 +96,21 @@ type keysCmd struct {
 // keysCreateCmd is `keygate keys create`. Its per-key flags read no
 // environment: a stray KEYGATE_ROLE must never widen a key.
 type keysCreateCmd struct {
-	Conn      connFlags `embed:""`
-	Org       string    `required:"" help:"Organization of the key; created if missing."`
-	User      string    `required:"" help:"User the key acts for."`
-	Name      string    `required:"" help:"Name of the key, 1–200 characters."`
-	Role      string    `xor:"scopes" help:"owner, admin, member or viewer (default member)."`
-	Scopes    scopeList `xor:"scopes" placeholder:"SCOPES" help:"Scopes instead of a role, comma-separated."`
-	Project   []string  `sep:"none" help:"Restrict the key to a project; repeat for several (default: every project)."`
-	Source    []string  `name:"allow-source" sep:"none" placeholder:"CIDR|SPIFFE-ID" help:"Bind the key to a CIDR, an IP address or a SPIFFE ID (spiffe://<trust domain>/<path>, or ending in /* for every path under it); repeat for several (default: anywhere)."`
-	Type      string    `default:"secret" enum:"secret,publishable" help:"secret or publishable."`
-	Env       string    `default:"live" enum:"live,test" help:"live or test."`
-	ExpiresIn days      `name:"expires-in" placeholder:"DURATION" help:"Expire after this long: a Go duration or days (90d)."`
-	RateLimit *number   `name:"rate-limit" placeholder:"N" help:"Requests per minute (0: unlimited; default: the server's --rate-limit)."`
-	Metadata  string    `placeholder:"JSON" help:"A JSON object passed to Envoy with every allow (at most 4096 bytes)."`
-	JSON      bool      `name:"json" help:"Print the API's JSON answer instead of the token alone."`
+	Conn      connFlags    `embed:""`
+	Org       string       `required:"" help:"Organization of the key; created if missing."`
+	User      string       `required:"" help:"User the key acts for."`
+	Name      string       `required:"" help:"Name of the key, 1–200 characters."`
+	Role      string       `xor:"scopes" help:"owner, admin, member or viewer (default member)."`
+	Scopes    scopeList    `xor:"scopes" placeholder:"SCOPES" help:"Scopes instead of a role, comma-separated."`
+	Project   []string     `sep:"none" help:"Restrict the key to a project; repeat for several (default: every project)."`
+	Source    []string     `name:"allow-source" sep:"none" placeholder:"CIDR|SPIFFE-ID" help:"Bind the key to a CIDR, an IP address or a SPIFFE ID (spiffe://<trust domain>/<path>, or ending in /* for every path under it); repeat for several (default: anywhere)."`
+	Type      string       `default:"secret" enum:"secret,publishable" help:"secret or publishable."`
+	Env       string       `default:"live" enum:"live,test" help:"live or test."`
+	ExpiresIn days         `name:"expires-in" placeholder:"DURATION" help:"Expire after this long: a Go duration or days (90d)."`
+	RateLimit *number      `name:"rate-limit" placeholder:"N" help:"Requests per minute (0: unlimited; default: the server's --rate-limit)."`
+	Limit     []namedLimit `name:"limit" sep:"none" placeholder:"NAME=N/DURATION" help:"A named rate limit, N requests per DURATION (1s to 24h, whole seconds), applied on routes that name it (keygate.ratelimit); repeat for several, at most 8."`
+	Metadata  string       `placeholder:"JSON" help:"A JSON object passed to Envoy with every allow (at most 4096 bytes)."`
+	JSON      bool         `name:"json" help:"Print the API's JSON answer instead of the token alone."`
 }
 
 // createFlags names the flag behind each field that manage validates.
@@ -118,6 +119,7 @@ func createFlags() map[string]string {
 		"org_id": "--org", "user_id": "--user", "name": "--name", "role": "--role", "scopes": "--scopes",
 		"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
 		"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata", "allowed_sources": "--allow-source",
+		"rate_limits": "--limit",
 	}
 }
 
@@ -142,6 +144,9 @@ func (k *keysCreateCmd) Run(d *deps) error {
 		OrgID: k.Org, UserID: k.User, Name: k.Name, Role: k.Role, Scopes: k.Scopes, ProjectIDs: k.Project,
 		Type: keygate.KeyType(k.Type), Environment: keygate.Environment(k.Env),
 		RateLimitPerMinute: (*int)(k.RateLimit), CreateOrganization: true, AllowedSources: k.Source,
+	}
+	for _, l := range k.Limit {
+		nk.RateLimits = append(nk.RateLimits, keygate.RateLimit(l))
 	}
 	if k.Metadata != "" {
 		nk.Metadata = json.RawMessage(k.Metadata)

@@ -8,6 +8,9 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/dustin/go-humanize"
+
+	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/manage"
 )
 
 // byteSize is a flag of bytes that takes plain numbers and units, both
@@ -112,4 +115,44 @@ func (l *scopeList) Decode(ctx *kong.DecodeContext) error {
 	}
 	*l = append(*l, strings.Split(s, ",")...)
 	return nil
+}
+
+// namedLimit is one --limit of `keys create`: NAME=N/DURATION, a named
+// rate limit (SPEC §9) of N requests per DURATION, a Go duration of whole
+// seconds from 1s to 24h (10s, 1m, 1h30m, 24h).
+type namedLimit keygate.RateLimit
+
+// Decode implements kong.MapperValue.
+func (l *namedLimit) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("limit", &s); err != nil {
+		return err
+	}
+	v, err := parseNamedLimit(s)
+	if err != nil {
+		return err
+	}
+	*l = namedLimit(v)
+	return nil
+}
+
+func parseNamedLimit(s string) (keygate.RateLimit, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	n, per, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 {
+		return keygate.RateLimit{}, fmt.Errorf("expected NAME=N/DURATION such as search=10/1m but got %q", s)
+	}
+	if !keygate.ValidRateLimitName(name) {
+		return keygate.RateLimit{}, fmt.Errorf("%q: the name %q must match %s", s, name, keygate.RateLimitNamePattern)
+	}
+	limit, err := strconv.Atoi(n)
+	if err != nil || limit < 1 || limit > manage.MaxRateLimit {
+		return keygate.RateLimit{}, fmt.Errorf("%q: the limit %q must be a whole number from 1 to %d", s, n, manage.MaxRateLimit)
+	}
+	d, err := time.ParseDuration(per)
+	max := time.Duration(keygate.MaxRateLimitDuration) * time.Second
+	if err != nil || d < time.Second || d > max || d%time.Second != 0 {
+		return keygate.RateLimit{}, fmt.Errorf("%q: the duration %q must be whole seconds from 1s to 24h (such as 10s, 1m, 1h)", s, per)
+	}
+	return keygate.RateLimit{Name: name, Limit: limit, DurationSeconds: int(d / time.Second)}, nil
 }

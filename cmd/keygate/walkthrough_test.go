@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/internal/pgtest"
@@ -100,7 +101,7 @@ func TestWalkthrough(t *testing.T) {
 			want := httpapi.APIKey{
 				Object: "api_key", Name: "CI Pipeline", Prefix: token[:12], Last4: token[len(token)-4:],
 				Type: "secret", Environment: "live", OrgID: "acme", UserID: "alice",
-				Scopes: []string{"read", "write"}, ProjectIDs: []string{}, Metadata: json.RawMessage("{}"), AllowedSources: []string{}, Status: "active",
+				Scopes: []string{"read", "write"}, ProjectIDs: []string{}, Metadata: json.RawMessage("{}"), AllowedSources: []string{}, RateLimits: []keygate.RateLimit{}, Status: "active",
 			}
 			if diff := cmp.Diff(want, key, cmpopts.IgnoreFields(httpapi.APIKey{}, "ID", "CreatedAt", "LastUsedAt")); diff != "" {
 				t.Errorf("listed key (-want +got):\n%s", diff)
@@ -154,7 +155,7 @@ func TestKeysCreate_JSONIsTheAPIObject(t *testing.T) {
 	}
 	slices.Sort(fields)
 	wantFields := []string{"allowed_sources", "created_at", "environment", "expires_at", "id", "key", "last4", "last_used_at", "metadata", "name",
-		"object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "scopes", "status", "type", "user_id"}
+		"object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "rate_limits", "scopes", "status", "type", "user_id"}
 	if diff := cmp.Diff(wantFields, fields); diff != "" {
 		t.Errorf("fields of data (-want +got):\n%s", diff)
 	}
@@ -170,7 +171,7 @@ func TestKeysCreate_JSONIsTheAPIObject(t *testing.T) {
 	want := httpapi.APIKey{
 		Object: "api_key", Name: "CI", Prefix: tok.Prefix(), Last4: tok.Last4(), Type: "publishable", Environment: "test",
 		OrgID: "acme", UserID: "alice", Scopes: []string{"read", "write"}, ProjectIDs: []string{"p1", "p2"},
-		RateLimitPerMinute: new(int), Metadata: json.RawMessage(`{"plan":"pro"}`), AllowedSources: []string{}, Status: "active",
+		RateLimitPerMinute: new(int), Metadata: json.RawMessage(`{"plan":"pro"}`), AllowedSources: []string{}, RateLimits: []keygate.RateLimit{}, Status: "active",
 	}
 	if diff := cmp.Diff(want, k.APIKey, cmpopts.IgnoreFields(httpapi.APIKey{}, "ID", "CreatedAt", "ExpiresAt")); diff != "" {
 		t.Errorf("key (-want +got):\n%s", diff)

@@ -19,13 +19,13 @@ import (
 // order of scanKey, for a table aliased k.
 const keyColumns = `k.id, k.org_id, k.user_id, k.name, k.type, k.environment,
 	k.scopes, k.project_ids, k.rate_limit_per_minute, k.metadata, k.prefix, k.last4,
-	k.created_at, k.last_used_at, k.expires_at, k.disabled_at, k.revoked_at, k.allowed_sources`
+	k.created_at, k.last_used_at, k.expires_at, k.disabled_at, k.revoked_at, k.allowed_sources, k.rate_limits`
 
 // keyDest returns the scan destinations of keyColumns, followed by extra.
 func keyDest(k *keygate.Key, extra ...any) []any {
 	return append([]any{&k.ID, &k.OrgID, &k.UserID, &k.Name, &k.Type, &k.Environment,
 		&k.Scopes, &k.ProjectIDs, &k.RateLimitPerMinute, &k.Metadata, &k.Prefix, &k.Last4,
-		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources}, extra...)
+		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources, &k.RateLimits}, extra...)
 }
 
 // normalizeKey puts the times pgx scanned (in the local zone) into UTC, so
@@ -34,6 +34,9 @@ func normalizeKey(k *keygate.Key) {
 	k.CreatedAt = k.CreatedAt.UTC()
 	for _, p := range []**time.Time{&k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt} {
 		*p = utcPtr(*p)
+	}
+	if k.RateLimits == nil {
+		k.RateLimits = []keygate.RateLimit{}
 	}
 }
 
@@ -304,12 +307,13 @@ func insertKey(ctx context.Context, nk store.NewKey, out *keygate.Key) func(tx p
 		}
 		var err error
 		k, err = scanKey(tx.QueryRow(ctx, `INSERT INTO api_keys AS k (id, org_id, user_id, name, type, environment,
-				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)
+				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16::jsonb)
 			RETURNING `+keyColumns,
 			nk.ID, nk.OrgID, nk.UserID, nk.Name, string(nk.Type), string(nk.Environment),
 			nonNil(nk.Scopes), nonNil(nk.ProjectIDs), nk.RateLimitPerMinute, string(metadata),
-			nk.Token.Prefix, nk.Token.Last4, now, truncPtr(nk.ExpiresAt), nonNil(nk.AllowedSources)))
+			nk.Token.Prefix, nk.Token.Last4, now, truncPtr(nk.ExpiresAt), nonNil(nk.AllowedSources),
+			store.RateLimitsJSON(nk.RateLimits)))
 		switch pgCode(err) {
 		case uniqueViolation:
 			return nil, keygate.ErrConflict
@@ -385,9 +389,11 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		}
 		next := u.Apply(old, now)
 		k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys AS k SET name = $2, disabled_at = $3,
-				rate_limit_per_minute = $4, expires_at = $5, metadata = $6::jsonb, allowed_sources = $7
+				rate_limit_per_minute = $4, expires_at = $5, metadata = $6::jsonb, allowed_sources = $7,
+				rate_limits = $8::jsonb
 			WHERE k.id = $1 RETURNING `+keyColumns,
-			id, next.Name, next.DisabledAt, next.RateLimitPerMinute, next.ExpiresAt, string(next.Metadata), nonNil(next.AllowedSources)))
+			id, next.Name, next.DisabledAt, next.RateLimitPerMinute, next.ExpiresAt, string(next.Metadata), nonNil(next.AllowedSources),
+			store.RateLimitsJSON(next.RateLimits)))
 		if err != nil {
 			return nil, err
 		}

@@ -19,7 +19,7 @@ import (
 func keyColumns(p string) string {
 	cols := []string{"id", "org_id", "user_id", "name", "type", "environment",
 		"scopes", "project_ids", "rate_limit_per_minute", "metadata", "prefix", "last4",
-		"created_at", "last_used_at", "expires_at", "disabled_at", "revoked_at", "allowed_sources"}
+		"created_at", "last_used_at", "expires_at", "disabled_at", "revoked_at", "allowed_sources", "rate_limits"}
 	for i, c := range cols {
 		cols[i] = p + c
 	}
@@ -30,6 +30,7 @@ func keyColumns(p string) string {
 type keyRow struct {
 	k                                  keygate.Key
 	scopes, projects, metadata, srcs   string
+	limits                             string
 	rate                               sql.NullInt64
 	created                            int64
 	lastUsed, expires, disabled, revok sql.NullInt64
@@ -38,7 +39,7 @@ type keyRow struct {
 func (r *keyRow) dest(extra ...any) []any {
 	return append([]any{&r.k.ID, &r.k.OrgID, &r.k.UserID, &r.k.Name, &r.k.Type, &r.k.Environment,
 		&r.scopes, &r.projects, &r.rate, &r.metadata, &r.k.Prefix, &r.k.Last4,
-		&r.created, &r.lastUsed, &r.expires, &r.disabled, &r.revok, &r.srcs}, extra...)
+		&r.created, &r.lastUsed, &r.expires, &r.disabled, &r.revok, &r.srcs, &r.limits}, extra...)
 }
 
 func (r *keyRow) key() (keygate.Key, error) {
@@ -51,6 +52,12 @@ func (r *keyRow) key() (keygate.Key, error) {
 	}
 	if err := json.Unmarshal([]byte(r.srcs), &k.AllowedSources); err != nil {
 		return keygate.Key{}, fmt.Errorf("key %s: allowed_sources: %w", k.ID, err)
+	}
+	if err := json.Unmarshal([]byte(r.limits), &k.RateLimits); err != nil {
+		return keygate.Key{}, fmt.Errorf("key %s: rate_limits: %w", k.ID, err)
+	}
+	if k.RateLimits == nil {
+		k.RateLimits = []keygate.RateLimit{}
 	}
 	if r.rate.Valid {
 		n := int(r.rate.Int64)
@@ -330,11 +337,12 @@ func insertKey(ctx context.Context, nk store.NewKey, out *keygate.Key) func(tx *
 			rate = &v
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, org_id, user_id, name, type, environment,
-				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, json(?), ?, ?, ?, ?, ?)`,
+				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, json(?), ?, ?, ?, ?, ?, ?)`,
 			nk.ID, nk.OrgID, nk.UserID, nk.Name, string(nk.Type), string(nk.Environment),
 			jsonStrings(nk.Scopes), jsonStrings(nk.ProjectIDs), rate, string(metadata),
-			nk.Token.Prefix, nk.Token.Last4, toUS(now), toUSPtr(truncPtr(nk.ExpiresAt)), jsonStrings(nk.AllowedSources))
+			nk.Token.Prefix, nk.Token.Last4, toUS(now), toUSPtr(truncPtr(nk.ExpiresAt)), jsonStrings(nk.AllowedSources),
+			store.RateLimitsJSON(nk.RateLimits))
 		switch {
 		case isUnique(err):
 			return nil, keygate.ErrConflict
@@ -431,9 +439,10 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 			rate = &v
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, disabled_at = ?,
-				rate_limit_per_minute = ?, expires_at = ?, metadata = json(?), allowed_sources = ? WHERE id = ?`,
+				rate_limit_per_minute = ?, expires_at = ?, metadata = json(?), allowed_sources = ?,
+				rate_limits = ? WHERE id = ?`,
 			next.Name, toUSPtr(next.DisabledAt), rate, toUSPtr(next.ExpiresAt), string(next.Metadata),
-			jsonStrings(next.AllowedSources), id); err != nil {
+			jsonStrings(next.AllowedSources), store.RateLimitsJSON(next.RateLimits), id); err != nil {
 			return nil, err
 		}
 		if k, err = getKey(ctx, tx, id); err != nil {

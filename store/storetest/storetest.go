@@ -240,6 +240,7 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 		nk.Metadata = json.RawMessage(`{"plan": "pro", "customer": {"id": 42}}`)
 		nk.ExpiresAt = &exp
 		nk.AllowedSources = []string{"10.0.0.0/8", "2001:db8::/32", "spiffe://example.org/ns/a/*"}
+		nk.RateLimits = []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}}
 	})
 	got := e.key(t, nk)
 	want := keygate.Key{
@@ -250,12 +251,16 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 		Prefix: nk.Token.Prefix, Last4: nk.Token.Last4,
 		CreatedAt: us(start), ExpiresAt: ptr(us(exp)),
 		AllowedSources: []string{"10.0.0.0/8", "2001:db8::/32", "spiffe://example.org/ns/a/*"},
+		RateLimits:     []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}},
 	}
 	if diff := cmp.Diff(want, got, cmpOpts); diff != "" {
 		t.Errorf("CreateKey (-want +got):\n%s", diff)
 	}
 	if rec := e.lookup(t, nk.Token.Hash); !slices.Equal(rec.Key.AllowedSources, want.AllowedSources) {
 		t.Errorf("LookupKey: AllowedSources = %v, want %v", rec.Key.AllowedSources, want.AllowedSources)
+	}
+	if rec := e.lookup(t, nk.Token.Hash); !slices.Equal(rec.Key.RateLimits, want.RateLimits) {
+		t.Errorf("LookupKey: RateLimits = %v, want %v", rec.Key.RateLimits, want.RateLimits)
 	}
 	fetched, err := e.s.GetKey(e.ctx, "acme", nk.ID)
 	if err != nil {
@@ -273,6 +278,10 @@ func testCreateKeyRoundTrips(t *testing.T, e *env) {
 	if plain.AllowedSources == nil || len(plain.AllowedSources) != 0 {
 		t.Errorf("defaults: allowed sources %#v, want []", plain.AllowedSources)
 	}
+	if plain.RateLimits == nil || len(plain.RateLimits) != 0 {
+		t.Errorf("defaults: rate limits %#v, want []", plain.RateLimits)
+	}
+
 }
 
 func testTimesTruncated(t *testing.T, e *env) {
@@ -511,6 +520,22 @@ func testUpdateKey(t *testing.T, e *env) {
 		{"clear allowed sources", func(nk *store.NewKey) { nk.AllowedSources = []string{"10.0.0.0/8"} },
 			store.KeyUpdate{AllowedSources: &[]string{}},
 			func(k *keygate.Key, _ time.Time) { k.AllowedSources = []string{} }},
+		{"set named rate limits", nil, store.KeyUpdate{RateLimits: &[]keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}}},
+			func(k *keygate.Key, _ time.Time) {
+				k.RateLimits = []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}}
+			}},
+		{"replace named rate limits", func(nk *store.NewKey) {
+			nk.RateLimits = []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}}
+		},
+			store.KeyUpdate{RateLimits: &[]keygate.RateLimit{{Name: "search", Limit: 5, DurationSeconds: 1}}},
+			func(k *keygate.Key, _ time.Time) {
+				k.RateLimits = []keygate.RateLimit{{Name: "search", Limit: 5, DurationSeconds: 1}}
+			}},
+		{"clear named rate limits", func(nk *store.NewKey) {
+			nk.RateLimits = []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}, {Name: "upload", Limit: 100, DurationSeconds: 86400}}
+		},
+			store.KeyUpdate{RateLimits: &[]keygate.RateLimit{}},
+			func(k *keygate.Key, _ time.Time) { k.RateLimits = []keygate.RateLimit{} }},
 		{"nothing set", nil, store.KeyUpdate{},
 			func(*keygate.Key, time.Time) {}},
 	} {
