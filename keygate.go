@@ -152,10 +152,13 @@ func ValidRateLimitName(s string) bool {
 	return true
 }
 
-// Looser reports whether r allows more than o: a higher rate,
-// Limit/DurationSeconds, compared exactly (cross-multiplied).
+// Looser reports whether r allows more than o in some window: a token
+// bucket holds Limit requests and refills at Limit/DurationSeconds, so r
+// is looser with a larger burst (Limit) or a higher rate (compared
+// exactly, cross-multiplied). 20 per 120 s is looser than 10 per 60 s:
+// the same rate, twice the burst.
 func (r RateLimit) Looser(o RateLimit) bool {
-	return int64(r.Limit)*int64(o.DurationSeconds) > int64(o.Limit)*int64(r.DurationSeconds)
+	return r.Limit > o.Limit || int64(r.Limit)*int64(o.DurationSeconds) > int64(o.Limit)*int64(r.DurationSeconds)
 }
 
 // Organization is a tenant. Every key belongs to exactly one.

@@ -117,6 +117,9 @@ func (s *Service) ImportKeys(ctx context.Context, orgID string, items []ImportIt
 		if r.AllowedSources != nil {
 			nk.AllowedSources = *r.AllowedSources
 		}
+		if r.RateLimits != nil {
+			nk.RateLimits = *r.RateLimits
+		}
 		if nks[i], err = normalize(nk, now); err != nil {
 			return nil, ItemError(i, err)
 		}

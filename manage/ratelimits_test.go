@@ -74,7 +74,7 @@ func TestRateLimits_CreateCarriesTheCallersNoLooser(t *testing.T) {
 	for _, ok := range [][]keygate.RateLimit{
 		{rl("search", 10, 60), rl("upload", 100, 3600)},
 		{rl("search", 1, 60), rl("upload", 100, 3600), rl("bulk", 1, 86400)}, // stricter, and one added
-		{rl("search", 20, 120), rl("upload", 50, 1800)},                      // the same rates
+		{rl("search", 5, 30), rl("upload", 50, 1800)},                        // the same rates, smaller bursts
 	} {
 		if _, err := svc.CreateKeyAs(ctx, c, CreateRequest{Name: "inside", RateLimits: &ok}); err != nil {
 			t.Errorf("create with %v: %v", ok, err)
@@ -88,6 +88,7 @@ func TestRateLimits_CreateCarriesTheCallersNoLooser(t *testing.T) {
 		{[]keygate.RateLimit{rl("search", 10, 60)}, `"upload" (100 per 3600 s)`},
 		{[]keygate.RateLimit{rl("search", 11, 60), rl("upload", 100, 3600)}, `the named rate limit "search" (11 per 60 s) is looser than the calling key's ("search" (10 per 60 s))`},
 		{[]keygate.RateLimit{rl("search", 10, 59), rl("upload", 100, 3600)}, "looser"},
+		{[]keygate.RateLimit{rl("search", 20, 120), rl("upload", 100, 3600)}, "looser"},        // the same rate, twice the burst
 		{[]keygate.RateLimit{rl("search2", 10, 60), rl("upload", 100, 3600)}, "going without"}, // a renamed limit is a dropped one
 	} {
 		_, err := svc.CreateKeyAs(ctx, c, CreateRequest{Name: "outside", RateLimits: &tc.list})
