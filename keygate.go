@@ -65,6 +65,17 @@ type Key struct {
 	// in the canonical form of package sources: CIDRs, addresses and
 	// SPIFFE IDs, sorted, without duplicates. Empty means anywhere.
 	AllowedSources []string
+	// Remaining is the uses the key has left (SPEC §9), nil for
+	// unlimited. In the store it is the uses not yet leased to a replica.
+	Remaining *int64
+	// Refill, when set, sets Remaining to its amount every interval.
+	Refill *Refill
+	// UsageEpoch counts the refills and changes of Remaining: a lease of
+	// uses taken in an older epoch is void.
+	UsageEpoch int64
+	// RefilledAt is the start of the refill period last applied (nil:
+	// none yet).
+	RefilledAt *time.Time
 	// Metadata is a JSON object; never nil once stored.
 	Metadata   json.RawMessage
 	Prefix     string

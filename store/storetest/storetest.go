@@ -63,6 +63,11 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"WalksStopAtFnErrorAndReleaseTheStore", testWalksStop},
 		{"ReportLeakDoesItsActionWithOneLeakedAudit", testReportLeak},
 		{"WritesRecordTheirEventSeq", testWritesRecordEventSeq},
+		{"UsageClaimTakesAtMostRemaining", testUsageClaimTakesAtMostRemaining},
+		{"UsageConcurrentClaimsNeverOverdraw", testUsageConcurrentClaimsNeverOverdraw},
+		{"UsageRefillOncePerPeriod", testUsageRefillOncePerPeriod},
+		{"UsageReturnOnlyInTheSameEpoch", testUsageReturnOnlyInTheSameEpoch},
+		{"UsageDebitInCreate", testUsageDebitInCreate},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
