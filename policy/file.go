@@ -156,7 +156,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 
 func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 	var r rule
-	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode"}, func(key string, _, v *yaml.Node) error {
+	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode", "cost"}, func(key string, _, v *yaml.Node) error {
 		field := where + "." + key
 		switch key {
 		case "methods":
@@ -212,6 +212,12 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 				return l.errorf(v, field, "%q is neither \"enforce\" nor \"report\"", s)
 			}
 			r.mode, r.hasMode = m, true
+		case "cost":
+			var n int
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil || n < 0 || n > MaxCost {
+				return l.errorf(v, field, "must be an integer from 0 to %d, not %s", MaxCost, describe(v))
+			}
+			r.cost, r.hasCost = n, true
 		}
 		return nil
 	})

@@ -24,6 +24,15 @@ const (
 	ExtPublishable = "keygate.publishable" // "true" or "false"
 	ExtProject     = "keygate.project"     // one project pattern
 	ExtMode        = "keygate.mode"        // "enforce" or "report" (SPEC §11)
+	ExtCost        = "keygate.cost"        // uses an allow spends, 0–1000 (SPEC §9)
+)
+
+// DefaultCost is the uses an allowed request spends of a usage-limited
+// key when neither keygate.cost nor a rule says (SPEC §9); MaxCost is the
+// largest cost a route may set.
+const (
+	DefaultCost = 1
+	MaxCost     = 1000
 )
 
 // Mode is how a route applies its decision (SPEC §11).
@@ -68,6 +77,20 @@ type Route struct {
 	Project     string // the project the path names, when HasProject
 	HasProject  bool
 	Mode        Mode // enforce (the default) or report
+	// Cost, when HasCost, is the uses an allow spends of a usage-limited
+	// key (SPEC §9), from keygate.cost or the rule's cost; Uses says what
+	// the route costs either way.
+	Cost    int
+	HasCost bool
+}
+
+// Uses is what an allow on the route spends of a usage-limited key: its
+// cost, else DefaultCost.
+func (r *Route) Uses() int {
+	if r.HasCost {
+		return r.Cost
+	}
+	return DefaultCost
 }
 
 // Policy is a loaded policy file. A nil *Policy is the default policy (no
@@ -99,6 +122,8 @@ type rule struct {
 	hasPublishable bool
 	mode           Mode
 	hasMode        bool
+	cost           int
+	hasCost        bool
 }
 
 // Default returns the policy without a file: GET, HEAD and OPTIONS need
@@ -161,8 +186,15 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 			return Route{}, err
 		}
 	}
+	var hasCost bool
+	if ext.Len() > 0 {
+		var err error
+		if r.Cost, hasCost, err = extCost(ext); err != nil {
+			return Route{}, err
+		}
+	}
 
-	if (!hasScope || !hasPub || !hasMode) && p != nil {
+	if (!hasScope || !hasPub || !hasMode || !hasCost) && p != nil {
 		if ru := p.match(method, path); ru != nil {
 			if !hasScope && ru.hasScope {
 				r.Scope, hasScope = ru.scope, true
@@ -173,8 +205,12 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 			if !hasMode && ru.hasMode {
 				r.Mode = ru.mode
 			}
+			if !hasCost && ru.hasCost {
+				r.Cost, hasCost = ru.cost, true
+			}
 		}
 	}
+	r.HasCost = hasCost
 	if !hasScope {
 		r.Scope = defaultScope(method)
 	}
@@ -230,6 +266,38 @@ func extMode(ext Extensions) (Mode, bool, error) {
 		return Enforce, false, fmt.Errorf("%w %s: %q is neither \"enforce\" nor \"report\"", ErrInvalidExtension, ExtMode, s)
 	}
 	return m, true, nil
+}
+
+// extCost reads keygate.cost: a decimal integer 0–MaxCost, anything else
+// ErrInvalidExtension (the route is denied, as for every malformed
+// extension).
+func extCost(ext Extensions) (int, bool, error) {
+	s, ok := ext.Get(ExtCost)
+	if !ok {
+		return 0, false, nil
+	}
+	n, ok := parseCost(s)
+	if !ok {
+		return 0, false, fmt.Errorf("%w %s: %q is not an integer from 0 to %d", ErrInvalidExtension, ExtCost, s, MaxCost)
+	}
+	return n, true, nil
+}
+
+// parseCost parses a cost: 1 to 4 decimal digits, at most MaxCost. No
+// sign, space or leading "+": the route's author wrote a number.
+func parseCost(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 4 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n <= MaxCost
 }
 
 // fromExtensions reads the settings that context_extensions set.
