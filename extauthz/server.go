@@ -26,6 +26,7 @@ import (
 	"github.com/keygate/keygate/policy"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/sources"
+	keyusage "github.com/keygate/keygate/usage"
 )
 
 // Lookup is the one query the decision needs: the compact view of the key
@@ -61,6 +62,14 @@ type UsageRecorder interface {
 	Record(keyID string, at time.Time)
 }
 
+// UseSpender spends the uses of usage-limited keys (usage.Manager, SPEC
+// §9): the decision asks it one question, may this key spend cost now.
+type UseSpender interface {
+	Spend(ctx context.Context, keyID string, epoch int64, refill keygate.RefillInterval, cost int64, now time.Time) keyusage.Result
+	// Refund gives back the uses of a request a later step denied.
+	Refund(keyID string, epoch, cost int64)
+}
+
 // Config configures the decision.
 type Config struct {
 	Format           apikey.Format
@@ -87,6 +96,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Usage records every allowed use, for last_used_at; nil means none.
 	Usage UsageRecorder
+	// Uses spends the uses of usage-limited keys (SPEC §9). Nil: a
+	// usage-limited key is denied service_unavailable (fail closed).
+	Uses UseSpender
 	// Now is the decision's clock for tests; nil is the real clock.
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -192,6 +204,13 @@ type request struct {
 	// known, for the would-deny's log line.
 	report bool
 	keyID  string
+	// spent is set when the usage step spent cost uses of epoch for
+	// this request, with remaining the uses left after it; a later step
+	// that denies gives them back.
+	spent     bool
+	cost      int64
+	epoch     int64
+	remaining int64
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check for callers
@@ -364,7 +383,12 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 			return nil, 0, keygate.CodeSourceNotAllowed
 		}
 	}
-	if code := s.authorize(v, r, (*extPairs)(&in.ext), now); code != "" {
+	if code := s.authorize(ctx, v, r, (*extPairs)(&in.ext), now); code != "" {
+		if r.spent {
+			// A request denied at any step spends no use (SPEC §9).
+			s.cfg.Uses.Refund(v.ID(), r.epoch, r.cost)
+			r.spent = false
+		}
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.Debug("denied", "code", code, "key_id", v.ID())
 		}
@@ -529,7 +553,7 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit. It returns "" to allow.
-func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
+func (s *Server) authorize(ctx context.Context, v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
 	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
@@ -557,6 +581,9 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 	if v.Type() == keygate.Publishable && !route.Publishable {
 		return keygate.CodeForbidden
 	}
+	if code := s.spendUses(ctx, v, r, &route, now); code != "" {
+		return code
+	}
 	if s.cfg.Limiter != nil {
 		limit, ok := v.RateLimit()
 		if !ok {
@@ -569,6 +596,32 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 				return keygate.CodeRateLimited
 			}
 		}
+	}
+	return ""
+}
+
+// spendUses is the usage step (SPEC §9): a usage-limited key spends the
+// route's cost, or is denied usage_exceeded (retry-after until its next
+// refill). It runs before the rate-limit steps so that a use is taken
+// before any bucket, and decide gives it back when a later step denies.
+// A key without remaining passes at the cost of one comparison.
+func (s *Server) spendUses(ctx context.Context, v *keygate.KeyView, r *request, route *policy.Route, now time.Time) keygate.Code {
+	limited, epoch, refill := v.UsageLimited()
+	if !limited {
+		return ""
+	}
+	if s.cfg.Uses == nil {
+		s.log.Error("usage-limited key but no usage manager; denying", "key_id", v.ID())
+		return keygate.CodeServiceUnavailable
+	}
+	cost := int64(route.Uses())
+	res := s.cfg.Uses.Spend(ctx, v.ID(), epoch, refill, cost, now)
+	if res.Code != "" {
+		r.retryAfter = res.RetryAfter
+		return res.Code
+	}
+	if res.Remaining >= 0 { // -1: unlimited since the view was loaded
+		r.spent, r.cost, r.epoch, r.remaining = true, cost, res.Epoch, res.Remaining
 	}
 	return ""
 }
