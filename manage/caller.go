@@ -89,6 +89,10 @@ type CreateRequest struct {
 	Metadata           json.RawMessage
 	// AllowedSources nil: the caller's; empty: anywhere.
 	AllowedSources *[]string
+	// Remaining null or unset: unlimited (a usage-limited caller must
+	// give one). Refill null or unset: none.
+	Remaining Nullable[int64]
+	Refill    Nullable[keygate.Refill]
 }
 
 // CreateKeyAs creates a key as the caller. The body is validated first
@@ -150,6 +154,13 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	if r.AllowedSources != nil {
 		nk.AllowedSources = *r.AllowedSources
 	}
+	nk.Remaining, nk.Refill = r.Remaining.ptr(), r.Refill.ptr()
+	if !r.Remaining.Set {
+		nk.Remaining = nil
+	}
+	if !r.Refill.Set {
+		nk.Refill = nil
+	}
 	k, err := normalize(nk, now)
 	if err != nil {
 		return CreatedKey{}, err
@@ -164,6 +175,11 @@ func (s *Service) CreateKeyAs(ctx context.Context, c Caller, r CreateRequest) (C
 	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
+	remaining, _ := store.NewKeyUsage(k, now)
+	if err := usageWithin(&c, remaining, k.Refill, whyCreate); err != nil {
+		return CreatedKey{}, err
+	}
+	k.Debit = debitFor(&c, &k)
 	return s.create(ctx, k, c.actor())
 }
 
@@ -354,6 +370,10 @@ type KeyChanges struct {
 	ExpiresAt          Nullable[time.Time] // null: never expires
 	Metadata           json.RawMessage     // replaces the whole object; null: {}
 	AllowedSources     *[]string           // replaces the whole list; empty: anywhere
+	// Remaining null: unlimited (drops the refill too); Refill null: none.
+	// Either starts a new usage epoch (SPEC §9).
+	Remaining Nullable[int64]
+	Refill    Nullable[keygate.Refill]
 }
 
 // UpdateKeyAs changes key id. A change that widens what the key can do
@@ -365,9 +385,13 @@ type KeyChanges struct {
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
-	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil {
+	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil &&
+		!ch.Remaining.Set && !ch.Refill.Set {
 		return keygate.Key{}, keygate.Errorf(keygate.CodeInvalidRequest,
-			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata or allowed_sources.")
+			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata, allowed_sources, remaining or refill.")
+	}
+	if err := usageUpdate(&u, ch); err != nil {
+		return keygate.Key{}, err
 	}
 	if ch.Name != nil {
 		if err := ValidateName(*ch.Name); err != nil {
@@ -418,7 +442,10 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 	// read above: an admin who deactivates the key meanwhile must not have
 	// a weaker caller's active: true judged against the active key it read.
 	u.Allowed = func(k keygate.Key) error {
-		if !s.widening(k, ch) {
+		if err := patchUsageWithin(&c, k, ch); err != nil {
+			return err
+		}
+		if !s.widening(k, ch) && !usageWidens(k, ch) {
 			return nil
 		}
 		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}
@@ -500,6 +527,9 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
+	if err := usageWithin(&c, k.Remaining, k.Refill, whyRoll); err != nil {
+		return CreatedKey{}, err
+	}
 	tok, err := s.format.Generate(k.Type, k.Environment)
 	if err != nil {
 		return CreatedKey{}, err
@@ -509,6 +539,9 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 		// widens the key meanwhile must not have this caller's roll
 		// judged against the narrower key it read.
 		Allowed: func(k keygate.Key) error {
+			if err := usageWithin(&c, k.Remaining, k.Refill, whyRoll); err != nil {
+				return err
+			}
 			return s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources}, "expires_at", whyRoll)
 		}}
 	k, err = s.store.RollKey(ctx, c.Key.OrgID, id, nt, grace, c.actor())

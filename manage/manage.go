@@ -112,6 +112,10 @@ type NewKey struct {
 	// AllowedSources bind the key to CIDRs, addresses and SPIFFE IDs
 	// (SPEC §11); empty: anywhere.
 	AllowedSources []string
+	// Remaining (nil: unlimited) and Refill (nil: none) limit the key's
+	// uses (SPEC §9).
+	Remaining *int64
+	Refill    *keygate.Refill
 	// CreateOrganization creates the organization when it is missing, as
 	// `keygate keys create` does; the API never does.
 	CreateOrganization bool
@@ -176,6 +180,8 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 		Environment:        nk.Environment,
 		ExpiresAt:          nk.ExpiresAt,
 		RateLimitPerMinute: nk.RateLimitPerMinute,
+		Remaining:          nk.Remaining,
+		Refill:             nk.Refill,
 	}
 	if err := ValidateID("org_id", nk.OrgID); err != nil {
 		return k, err
@@ -230,6 +236,12 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	}
 	if len(list) > 0 {
 		k.AllowedSources = list
+	}
+	if err := ValidateRemaining(k.Remaining); err != nil {
+		return k, err
+	}
+	if err := ValidateRefill(k.Refill); err != nil {
+		return k, err
 	}
 	return k, nil
 }
