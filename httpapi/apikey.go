@@ -28,6 +28,11 @@ type APIKey struct {
 	RateLimitPerMinute *int            `json:"rate_limit_per_minute"`
 	Metadata           json.RawMessage `json:"metadata"`
 	AllowedSources     []string        `json:"allowed_sources"`
+	// Remaining (null: unlimited) and Refill (null: none) are the key's
+	// usage limit (SPEC §9); remaining as of the store, after any due
+	// refill, without the uses replicas hold in leases.
+	Remaining *int64  `json:"remaining"`
+	Refill    *Refill `json:"refill"`
 	Status             string          `json:"status"`
 	CreatedAt          Time            `json:"created_at"`
 	LastUsedAt         *Time           `json:"last_used_at"`
@@ -94,11 +99,26 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 		RateLimitPerMinute: k.RateLimitPerMinute,
 		Metadata:           meta,
 		AllowedSources:     srcs,
+		Remaining:          k.Remaining,
+		Refill:             newRefill(k.Refill),
 		Status:             string(k.Status(now)),
 		CreatedAt:          Time(k.CreatedAt),
 		LastUsedAt:         timePtr(k.LastUsedAt),
 		ExpiresAt:          timePtr(k.ExpiresAt),
 	}
+}
+
+// Refill is the JSON wire form of a key's refill.
+type Refill struct {
+	Interval string `json:"interval"`
+	Amount   int64  `json:"amount"`
+}
+
+func newRefill(r *keygate.Refill) *Refill {
+	if r == nil {
+		return nil
+	}
+	return &Refill{Interval: string(r.Interval), Amount: r.Amount}
 }
 
 func timePtr(t *time.Time) *Time {
