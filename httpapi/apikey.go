@@ -28,15 +28,15 @@ type APIKey struct {
 	RateLimitPerMinute *int            `json:"rate_limit_per_minute"`
 	Metadata           json.RawMessage `json:"metadata"`
 	AllowedSources     []string        `json:"allowed_sources"`
+	Status             string          `json:"status"`
+	CreatedAt          Time            `json:"created_at"`
+	LastUsedAt         *Time           `json:"last_used_at"`
+	ExpiresAt          *Time           `json:"expires_at"`
 	// Remaining (null: unlimited) and Refill (null: none) are the key's
 	// usage limit (SPEC §9); remaining as of the store, after any due
 	// refill, without the uses replicas hold in leases.
-	Remaining  *int64  `json:"remaining"`
-	Refill     *Refill `json:"refill"`
-	Status     string  `json:"status"`
-	CreatedAt  Time    `json:"created_at"`
-	LastUsedAt *Time   `json:"last_used_at"`
-	ExpiresAt  *Time   `json:"expires_at"`
+	Remaining *int64  `json:"remaining"`
+	Refill    *Refill `json:"refill"`
 	// Propagation is set on a change made with ?wait=true (SPEC §12): how
 	// far it has reached the fleet. Absent otherwise.
 	Propagation *fleet.Propagation `json:"propagation,omitempty"`
