@@ -42,6 +42,7 @@ import (
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
 	"github.com/keygate/keygate/tlsfiles"
+	keyusage "github.com/keygate/keygate/usage"
 )
 
 // serveCmd is `keygate serve`. Every flag also reads its KEYGATE_*
@@ -384,6 +385,10 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		return fmt.Errorf("--last-used-flush: %w", err)
 	}
 	azCfg.Usage = usage
+	// Usage-limited keys (SPEC §9): leases of uses, given back on a
+	// graceful stop (below).
+	uses := keyusage.New(keyusage.Config{Store: st, Logger: logger})
+	azCfg.Uses = uses
 	limiter, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{Registerer: reg})
 	if err != nil {
 		return err
@@ -498,6 +503,13 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		}
 		cancel()
 	}
+	// No check runs any more: give the unspent leases back, each to
+	// the usage epoch it was taken in. A crash loses them instead.
+	rctx, cancelReturn := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := uses.Close(rctx, time.Now()); err != nil {
+		logger.Warn("returning unspent usage leases failed; those uses are lost", "err", err)
+	}
+	cancelReturn()
 	stopRun()
 	stopFollowing()
 	if err := g.Wait(); err != nil {
