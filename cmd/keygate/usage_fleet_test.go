@@ -22,7 +22,10 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/manage"
+	"github.com/keygate/keygate/store"
 )
+
+func storeUpdateRemaining(n int64) store.KeyUpdate { return store.KeyUpdate{Remaining: &n} }
 
 // meteredKey creates, in the database at dbURL, a key with remaining uses.
 func meteredKey(t *testing.T, dbURL string, remaining int64) (keygate.Key, string) {
@@ -235,5 +238,29 @@ func TestUsage_GracefulStopGivesTheLeaseBack(t *testing.T) {
 	}
 	if *after.Remaining != 1000-allowed {
 		t.Errorf("remaining %d after a graceful stop (%d while running), want %d: the unspent lease given back", *after.Remaining, *before.Remaining, 1000-allowed)
+	}
+}
+
+// TestUsage_PatchOfRemainingVoidsAnotherReplicasLease: replica a holds a
+// lease of the old epoch when remaining is PATCHed to 5; once the key
+// event has reached it (within the 1 s revocation bound), the uses of the
+// new epoch across both replicas are never more than 5.
+func TestUsage_PatchOfRemainingVoidsAnotherReplicasLease(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	k, tok := meteredKey(t, dbURL, 1000)
+	e := env{"KEYGATE_DATABASE_URL": dbURL}
+	a := startReplica(t, e, "--rate-limit", "0")
+	b := startReplica(t, e, "--rate-limit", "0")
+	spendAll(t, []authv3.AuthorizationClient{a.client}, tok, 8, 25, nil) // a's lease grows
+	ring := newKeyring(t, dbURL)
+	held, _ := ring.st.GetKey(t.Context(), "acme", k.ID)
+	five := int64(5)
+	if _, err := ring.st.UpdateKey(t.Context(), "acme", k.ID, storeUpdateRemaining(five), keygate.Actor{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the key event reaches both replicas
+	allowed, _, _ := spendAll(t, []authv3.AuthorizationClient{a.client, b.client}, tok, 8, 10, nil)
+	if allowed != 5 {
+		t.Errorf("allowed %d after PATCH remaining 5 (replica a held about %d uses of the old epoch), want 5", allowed, 1000-200-*held.Remaining)
 	}
 }
