@@ -217,31 +217,41 @@ func TestCheck_RateLimitedRequestSpendsNoUse(t *testing.T) {
 // claims go to an in-memory store: a claim is one database round trip per
 // lease in serve, amortized over up to 1000 uses).
 func BenchmarkCheckFromTheWireUsageLimited(b *testing.B) {
-	benchWireKind(b, true)
+	benchWireKind(b, 1<<50, "1")
+}
+
+// BenchmarkCheckFromTheWireUsageLimitedSmall is the usage-limited key
+// with fewer than 4096 uses left, whose x-keygate-remaining comes from the
+// table of small numbers (no allocation): the route costs 0, so the run
+// never spends it down.
+func BenchmarkCheckFromTheWireUsageLimitedSmall(b *testing.B) {
+	benchWireKind(b, 1000, "0")
 }
 
 // BenchmarkCheckFromTheWireUnlimited is the same harness with a key
 // without remaining: the baseline for the usage-limited figure.
 func BenchmarkCheckFromTheWireUnlimited(b *testing.B) {
-	benchWireKind(b, false)
+	benchWireKind(b, -1, "1")
 }
 
-func benchWireKind(b *testing.B, limited bool) {
+// benchWireKind benchmarks a key with remaining uses (-1: unlimited) on a
+// route of the given keygate.cost.
+func benchWireKind(b *testing.B, remaining int64, cost string) {
+	limited := remaining >= 0
 	f := newFixture(&testing.T{}, Config{StripCredentials: true})
 	tok := f.key(func(r *keygate.KeyRecord) {
 		r.LoadedAt = time.Now()
 		unlimited := 0
 		r.Key.RateLimitPerMinute = &unlimited
 		if limited {
-			r.Key.Remaining = new(int64)
-			*r.Key.Remaining = 1 << 50
+			r.Key.Remaining = &remaining
 		}
 	})
 	lim, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	mem := &memUses{remaining: 1 << 50}
+	mem := &memUses{remaining: remaining}
 	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100, Uses: keyusage.New(keyusage.Config{Store: mem})})
 	headers := benchHeaders(tok)
 	for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
@@ -252,7 +262,7 @@ func benchWireKind(b *testing.B, limited bool) {
 	req.Attributes.Source = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
 		SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 50000}},
 	}}}
-	req.Attributes.ContextExtensions = map[string]string{"keygate.scope": "read"}
+	req.Attributes.ContextExtensions = map[string]string{"keygate.scope": "read", "keygate.cost": cost}
 	raw, err := proto.Marshal(req)
 	if err != nil {
 		b.Fatal(err)
