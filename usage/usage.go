@@ -84,6 +84,8 @@ type keyState struct {
 	last   time.Time // the last claim
 	// spentUntil: a spent key is denied locally until then.
 	spentUntil time.Time
+	// used is the last Spend, for Sweep.
+	used time.Time
 }
 
 // New returns a Manager over cfg.Store.
@@ -129,6 +131,7 @@ func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill k
 	st := m.state(keyID)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.used = now
 	if epoch > st.epoch {
 		// A refill or PATCH this replica learned of from the key event:
 		// the old lease is void.
@@ -257,6 +260,35 @@ func (m *Manager) Close(ctx context.Context, now time.Time) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Sweep forgets the keys not spent since before idle ago that hold no
+// lease, so the manager's memory follows the keys in use, not every key
+// ever used. A key forgotten starts again with a lease of one use.
+func (m *Manager) Sweep(now time.Time, idle time.Duration) {
+	for k, v := range m.keys.Range {
+		st := v.(*keyState)
+		st.mu.Lock()
+		if st.lease == 0 && now.Sub(st.used) > idle {
+			m.keys.CompareAndDelete(k, v)
+		}
+		st.mu.Unlock()
+	}
+}
+
+// Run sweeps every minute, forgetting keys idle for ten minutes, until
+// ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			m.Sweep(now, 10*time.Minute)
+		}
+	}
 }
 
 // Held is the unspent uses this replica holds of key keyID (for tests and

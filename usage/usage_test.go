@@ -318,3 +318,22 @@ func TestRefund_GivesTheUseBack(t *testing.T) {
 		t.Fatalf("after a refund: %+v, want the use allowed again", r)
 	}
 }
+
+func TestSweep_ForgetsIdleKeysWithoutALease(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	s := embedded(t, func() time.Time { return now })
+	spent := createKey(t, s, 1, nil)
+	held := createKey(t, s, 1000, nil)
+	m := usage.New(usage.Config{Store: s})
+	m.Spend(t.Context(), spent.ID, spent.UsageEpoch, "", 1, now)
+	m.Spend(t.Context(), held.ID, held.UsageEpoch, "", 1, now)
+	m.Spend(t.Context(), held.ID, held.UsageEpoch, "", 1, now) // a lease of 2: 1 left
+	m.Sweep(now.Add(time.Hour), 10*time.Minute)
+	if got := m.Held(held.ID); got != 1 {
+		t.Errorf("a key holding a lease was swept: held %d, want 1", got)
+	}
+	// The swept key is asked of the store again: still spent.
+	if r := m.Spend(t.Context(), spent.ID, spent.UsageEpoch, "", 1, now.Add(time.Hour)); r.Code != keygate.CodeUsageExceeded {
+		t.Errorf("swept, spent key: %+v, want usage_exceeded", r)
+	}
+}

@@ -464,6 +464,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		g.Go(func() error { return watcher.Run(gctx) })
 	}
 	g.Go(func() error { return limiter.Run(gctx) })
+	g.Go(func() error { return uses.Run(gctx) })
 	if throttle != nil {
 		g.Go(func() error { return throttle.Run(gctx) })
 	}
