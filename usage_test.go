@@ -6,7 +6,9 @@ import (
 )
 
 func TestRefillInterval_PeriodStartAndNextAreMidnightUTC(t *testing.T) {
-	utc := func(y int, m time.Month, d, h, min, s int) time.Time { return time.Date(y, m, d, h, min, s, 0, time.UTC) }
+	utc := func(y int, m time.Month, d, h, min, s int) time.Time {
+		return time.Date(y, m, d, h, min, s, 0, time.UTC)
+	}
 	tokyo := time.FixedZone("JST", 9*3600)
 	for _, tt := range []struct {
 		interval    RefillInterval
@@ -17,7 +19,7 @@ func TestRefillInterval_PeriodStartAndNextAreMidnightUTC(t *testing.T) {
 		{RefillDaily, utc(2026, 11, 22, 0, 0, 0), utc(2026, 11, 22, 0, 0, 0), utc(2026, 11, 23, 0, 0, 0)}, // the boundary is the new period
 		{RefillDaily, utc(2026, 12, 31, 23, 59, 59), utc(2026, 12, 31, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0)},
 		{RefillDaily, time.Date(2026, 11, 23, 8, 0, 0, 0, tokyo), utc(2026, 11, 22, 0, 0, 0), utc(2026, 11, 23, 0, 0, 0)}, // 23:00 UTC the day before
-		{RefillDaily, utc(2028, 2, 28, 12, 0, 0), utc(2028, 2, 28, 0, 0, 0), utc(2028, 2, 29, 0, 0, 0)},                  // leap day
+		{RefillDaily, utc(2028, 2, 28, 12, 0, 0), utc(2028, 2, 28, 0, 0, 0), utc(2028, 2, 29, 0, 0, 0)},                   // leap day
 		{RefillMonthly, utc(2026, 11, 22, 10, 0, 0), utc(2026, 11, 1, 0, 0, 0), utc(2026, 12, 1, 0, 0, 0)},
 		{RefillMonthly, utc(2026, 12, 1, 0, 0, 0), utc(2026, 12, 1, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0)},
 		{RefillMonthly, utc(2027, 1, 31, 23, 59, 59), utc(2027, 1, 1, 0, 0, 0), utc(2027, 2, 1, 0, 0, 0)}, // not 3 March
