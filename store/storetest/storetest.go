@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"UsageClaimTakesAtMostRemaining", testUsageClaimTakesAtMostRemaining},
 		{"UsageConcurrentClaimsNeverOverdraw", testUsageConcurrentClaimsNeverOverdraw},
 		{"UsageRefillOncePerPeriod", testUsageRefillOncePerPeriod},
+		{"UsageConcurrentClaimsRefillOnce", testUsageConcurrentClaimsRefillOnce},
 		{"UsageReturnOnlyInTheSameEpoch", testUsageReturnOnlyInTheSameEpoch},
 		{"UsageDebitInCreate", testUsageDebitInCreate},
 	} {

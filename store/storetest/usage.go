@@ -230,3 +230,40 @@ func testUsageDebitInCreate(t *testing.T, e *env) {
 		t.Errorf("payer remaining %d, want 10", *got)
 	}
 }
+
+// testUsageConcurrentClaimsRefillOnce: many replicas claiming at the
+// refill boundary refill the key exactly once.
+func testUsageConcurrentClaimsRefillOnce(t *testing.T, e *env) {
+	e.org(t, "acme")
+	k := e.key(t, newKey(t, "acme", withUsage(ptr[int64](0), &keygate.Refill{Interval: keygate.RefillDaily, Amount: 100})))
+	boundary := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) // the suite's clock is the 22nd
+	var total atomic.Int64
+	epochs := sync.Map{}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for {
+				c, err := e.s.ClaimUses(e.ctx, k.ID, 7, boundary.Add(time.Duration(i)*time.Millisecond))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				epochs.Store(c.Epoch, true)
+				if c.Granted == 0 {
+					return
+				}
+				total.Add(c.Granted)
+			}
+		})
+	}
+	wg.Wait()
+	if got := total.Load(); got != 100 {
+		t.Errorf("claims at the boundary granted %d uses, want exactly one refill of 100", got)
+	}
+	epochs.Range(func(ep, _ any) bool {
+		if ep.(int64) != k.UsageEpoch+1 {
+			t.Errorf("a claim answered epoch %d, want only %d (one refill)", ep, k.UsageEpoch+1)
+		}
+		return true
+	})
+}
