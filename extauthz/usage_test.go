@@ -9,8 +9,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/ratelimit"
@@ -293,5 +296,54 @@ func benchWireKind(b *testing.B, remaining int64, cost string) {
 	b.StopTimer()
 	if limited {
 		b.ReportMetric(float64(mem.claims)/float64(b.N), "claims/op")
+	}
+}
+
+// TestWire_UsageLimitedAllowAsCheckAnswersIt: serve's wire path answers a
+// usage-limited key as the protobuf Check does, x-keygate-remaining and
+// the remaining metadata included (one use fewer: the second call spent
+// one more). A spent key's deny is the same too.
+func TestWire_UsageLimitedAllowAsCheckAnswersIt(t *testing.T) {
+	f, tok, _ := usageFixture(t, Config{}, 3, &keygate.Refill{Interval: keygate.RefillDaily, Amount: 3})
+	client := authv3.NewAuthorizationClient(startWireServer(t, f.srv.checkWire))
+	req := checkRequest("GET", "/v1/things", map[string]string{"x-api-key": tok, "x-request-id": "r1"})
+	want, err := f.srv.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.GetOkResponse() == nil || got.GetOkResponse() == nil {
+		t.Fatalf("want two allows: %v / %v", want, got)
+	}
+	if v := hdr(want.GetOkResponse().GetHeaders(), "x-keygate-remaining"); v != "2" {
+		t.Errorf("Check remaining %q, want 2", v)
+	}
+	if v := hdr(got.GetOkResponse().GetHeaders(), "x-keygate-remaining"); v != "1" {
+		t.Errorf("wire remaining %q, want 1", v)
+	}
+	if m := got.GetDynamicMetadata().GetFields()["remaining"].GetNumberValue(); m != 1 {
+		t.Errorf("wire metadata remaining %v, want 1", m)
+	}
+	// The same message apart from the numbers of this use.
+	if diff := cmp.Diff(want, got, protocmp.Transform(), protocmp.IgnoreFields(&structpb.Value{}, "number_value"),
+		protocmp.IgnoreFields(&corev3.HeaderValue{}, "value")); diff != "" {
+		t.Errorf("wire allow differs from Check's (-check +wire):\n%s", diff)
+	}
+	if r, _ := f.srv.Check(context.Background(), req); r.GetOkResponse() == nil { // the last use
+		t.Fatal("the third use was denied")
+	}
+	want, _ = f.srv.Check(context.Background(), req)
+	got, err = client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("usage_exceeded over the wire differs from Check (-check +wire):\n%s", diff)
+	}
+	if hdr(got.GetDeniedResponse().GetHeaders(), "retry-after") != "50400" {
+		t.Errorf("wire deny headers %v, want retry-after 50400", got.GetDeniedResponse().GetHeaders())
 	}
 }
