@@ -112,7 +112,7 @@ func New(cfg Config) *Manager {
 type Result struct {
 	// Code is "" to allow, usage_exceeded when the key has fewer uses
 	// than the cost, service_unavailable when the store could not be
-	// asked.
+	// asked, invalid_api_key when the store no longer has the key live.
 	Code keygate.Code
 	// Remaining is the uses left after this one as this replica knows it
 	// (its lease and what the store had at its last claim); -1 when the
@@ -152,8 +152,9 @@ func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill k
 	c, err := m.cfg.Store.ClaimUses(ctx, keyID, want, now)
 	if err != nil {
 		if errors.Is(err, keygate.ErrNotFound) {
-			// Revoked meanwhile: the decision's next lookup says so.
-			return Result{Code: keygate.CodeUsageExceeded, Epoch: st.epoch}
+			// Revoked meanwhile (the cached view has not heard yet): a
+			// revoked key is invalid_api_key (SPEC §3).
+			return Result{Code: keygate.CodeInvalidAPIKey, Epoch: st.epoch}
 		}
 		m.cfg.Logger.Warn("usage: claiming uses failed; denying", "key_id", keyID, "err", err)
 		return Result{Code: keygate.CodeServiceUnavailable, Epoch: st.epoch}
