@@ -29,6 +29,9 @@ const (
 	// CodeSourceNotAllowed denies a key bound to sources (SPEC §11) used
 	// from none of them.
 	CodeSourceNotAllowed Code = "source_not_allowed"
+	// CodeUsageExceeded denies a usage-limited key whose remaining uses
+	// are fewer than the route's cost (SPEC §9).
+	CodeUsageExceeded Code = "usage_exceeded"
 )
 
 // Error codes of the management API (SPEC §5).
@@ -79,6 +82,8 @@ func (c Code) info() codeInfo {
 		return codeInfo{http.StatusServiceUnavailable, "The API key cannot be verified right now; retry later."}
 	case CodeSourceNotAllowed:
 		return codeInfo{http.StatusForbidden, "The API key may not be used from this network address or workload identity."}
+	case CodeUsageExceeded:
+		return codeInfo{http.StatusTooManyRequests, "The API key's remaining uses are spent."}
 	case CodeNotFound:
 		return codeInfo{http.StatusNotFound, "The requested resource does not exist."}
 	case CodeConflict:

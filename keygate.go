@@ -69,6 +69,17 @@ type Key struct {
 	// name, names unique, at most MaxRateLimits; never nil once stored.
 	// A route applies the one it names (keygate.ratelimit).
 	RateLimits []RateLimit
+	// Remaining is the uses the key has left (SPEC §9), nil for
+	// unlimited. In the store it is the uses not yet leased to a replica.
+	Remaining *int64
+	// Refill, when set, sets Remaining to its amount every interval.
+	Refill *Refill
+	// UsageEpoch counts the refills and changes of Remaining: a lease of
+	// uses taken in an older epoch is void.
+	UsageEpoch int64
+	// RefilledAt is the start of the refill period last applied (nil:
+	// none yet).
+	RefilledAt *time.Time
 	// Metadata is a JSON object; never nil once stored.
 	Metadata   json.RawMessage
 	Prefix     string

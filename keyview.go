@@ -85,6 +85,12 @@ func (v *KeyView) Fill(rec *KeyRecord, metadata string) {
 	if len(k.RateLimits) > 0 {
 		rare.limits = encodeRateLimits(k.RateLimits)
 	}
+	if k.Remaining != nil {
+		rare.usageLimited, rare.usageEpoch = true, k.UsageEpoch
+		if k.Refill != nil {
+			rare.refill = k.Refill.Interval
+		}
+	}
 	if rare != (rareFields{}) {
 		v.rare = unique.Make(rare)
 	}
@@ -105,6 +111,12 @@ type rareFields struct {
 	// comma-joined in name order: comparable, so a list that many keys
 	// share (a plan's limits) is held once.
 	limits string
+	// A usage-limited key (SPEC §9): its usage epoch when loaded and its
+	// refill interval ("" for none). The uses themselves are leased by
+	// package usage, not cached here.
+	usageLimited bool
+	usageEpoch   int64
+	refill       RefillInterval
 }
 
 func encodeRateLimits(list []RateLimit) string {
@@ -252,6 +264,17 @@ func (v *KeyView) RateLimit() (limit int, ok bool) {
 		return 0, false
 	}
 	return int(v.rateLimit), true
+}
+
+// UsageLimited reports whether the key has a remaining (SPEC §9), and
+// if so the usage epoch the record was loaded in and its refill interval
+// ("" for none).
+func (v *KeyView) UsageLimited() (limited bool, epoch int64, refill RefillInterval) {
+	if v.rare == (unique.Handle[rareFields]{}) {
+		return false, 0, ""
+	}
+	r := v.rare.Value()
+	return r.usageLimited, r.usageEpoch, r.refill
 }
 
 // OrgDisabled reports whether the key's organization was disabled when the

@@ -47,6 +47,10 @@ type allowMeta struct {
 	// (encodeMetadata); empty is the empty Struct {}.
 	metadata   []byte
 	cacheAgeMS int64 // a number value
+	// remaining, when hasRemaining, is a usage-limited key's uses left
+	// after this one (SPEC §9): a number value after cache_age_ms.
+	remaining    int64
+	hasRemaining bool
 	// wouldDeny, when set, makes this the allow of a report-only route
 	// for a request the decision would deny (SPEC §11): the dynamic
 	// metadata is then {would_deny: <code>} alone, every other field
@@ -64,6 +68,7 @@ const (
 	metaMetadata    = "metadata"
 	metaCacheAge    = "cache_age_ms"
 	metaWouldDeny   = "would_deny"
+	metaRemaining   = "remaining"
 )
 
 // Tags of the response fields the encoders write: every field number is
@@ -136,7 +141,22 @@ func appendAllow(b []byte, a *allowOut) []byte {
 		return encAppendStringEntry(b, metaWouldDeny, a.meta.wouldDeny)
 	}
 	b = encAppendKeyMeta(b, &a.meta)
-	return encAppendCacheAge(b, a.meta.cacheAgeMS)
+	b = encAppendCacheAge(b, a.meta.cacheAgeMS)
+	if a.meta.hasRemaining {
+		b = encAppendNumberEntry(b, metaRemaining, a.meta.remaining)
+	}
+	return b
+}
+
+// encRemainingSize is the size of the remaining field: a number Value.
+var encRemainingSize = encFieldSize(encEntrySize(metaRemaining, 1+8))
+
+// encAppendNumberEntry appends a Struct.fields entry whose Value is the
+// number n.
+func encAppendNumberEntry(b []byte, key string, n int64) []byte {
+	b = encAppendEntryHead(b, key, 1+8)
+	b = append(b, tagValueNumber)
+	return protowire.AppendFixed64(b, math.Float64bits(float64(n)))
 }
 
 // encAppendKeyMeta appends the dynamic metadata fields that depend on the
@@ -197,7 +217,11 @@ func allowMetaSize(m *allowMeta) int {
 	if m.wouldDeny != "" {
 		return encFieldSize(encStringEntrySize(metaWouldDeny, m.wouldDeny))
 	}
-	return encKeyMetaSize(m) + encCacheAgeSize
+	n := encKeyMetaSize(m) + encCacheAgeSize
+	if m.hasRemaining {
+		n += encRemainingSize
+	}
+	return n
 }
 
 // encFieldSize is the size of a length-delimited field of n bytes with a
@@ -304,18 +328,22 @@ func allowProto(a *allowOut) *authv3.CheckResponse {
 		// encodeMetadata's output, which always decodes.
 		_ = proto.Unmarshal(m.metadata, md)
 	}
+	fields := map[string]*structpb.Value{
+		metaKeyID:       structpb.NewStringValue(m.keyID),
+		metaOrgID:       structpb.NewStringValue(m.orgID),
+		metaUserID:      structpb.NewStringValue(m.userID),
+		metaScopes:      structpb.NewListValue(&structpb.ListValue{Values: scopes}),
+		metaEnvironment: structpb.NewStringValue(m.environment),
+		metaMetadata:    structpb.NewStructValue(md),
+		metaCacheAge:    structpb.NewNumberValue(float64(m.cacheAgeMS)),
+	}
+	if m.hasRemaining {
+		fields[metaRemaining] = structpb.NewNumberValue(float64(m.remaining))
+	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{},
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			metaKeyID:       structpb.NewStringValue(m.keyID),
-			metaOrgID:       structpb.NewStringValue(m.orgID),
-			metaUserID:      structpb.NewStringValue(m.userID),
-			metaScopes:      structpb.NewListValue(&structpb.ListValue{Values: scopes}),
-			metaEnvironment: structpb.NewStringValue(m.environment),
-			metaMetadata:    structpb.NewStructValue(md),
-			metaCacheAge:    structpb.NewNumberValue(float64(m.cacheAgeMS)),
-		}},
+		Status:          &rpcstatus.Status{},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: &structpb.Struct{Fields: fields},
 	}
 }
 

@@ -116,6 +116,13 @@ func TestAppendAllow_DecodesToAllowProto(t *testing.T) {
 			cacheAgeMS: -3,
 		}}},
 		{"long values", &allowOut{headers: []wireHeader{{"x-long", strings.Repeat("v", 300)}}, meta: allowMeta{keyID: strings.Repeat("k", 200)}}},
+		{"usage-limited", func() *allowOut {
+			a := wireTypicalAllow()
+			a.headers = append(a.headers, wireHeader{"x-keygate-remaining", "41"})
+			a.meta.remaining, a.meta.hasRemaining = 41, true
+			return a
+		}()},
+		{"usage-limited, none left", &allowOut{meta: allowMeta{hasRemaining: true}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

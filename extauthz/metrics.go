@@ -74,5 +74,6 @@ func denyCodes() []keygate.Code {
 		keygate.CodeOrganizationDisabled, keygate.CodeInsufficientPermissions, keygate.CodeForbidden,
 		keygate.CodeInvalidRequest, keygate.CodeRateLimited, keygate.CodeTooManyFailedAttempts,
 		keygate.CodeServiceUnavailable, keygate.CodeSourceNotAllowed,
+		keygate.CodeUsageExceeded,
 	}
 }

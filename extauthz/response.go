@@ -20,6 +20,7 @@ type headerNames struct {
 	prefix                                                       string
 	keyID, orgID, userID, scopes, keyType, environment, projects string
 	wouldDeny                                                    string // a report-only route's (SPEC §11)
+	remaining                                                    string // a usage-limited key's uses left (SPEC §9)
 }
 
 func newHeaderNames(prefix string) *headerNames {
@@ -33,6 +34,7 @@ func newHeaderNames(prefix string) *headerNames {
 		environment: prefix + "environment",
 		projects:    prefix + "project-ids",
 		wouldDeny:   prefix + "would-deny",
+		remaining:   prefix + "remaining",
 	}
 }
 
@@ -51,6 +53,9 @@ func (n *headerNames) sets(v *keygate.KeyView, name string) bool {
 		return true
 	case n.projects:
 		return v.Restricted()
+	case n.remaining:
+		limited, _, _ := v.UsageLimited()
+		return limited
 	}
 	return false
 }
@@ -75,7 +80,7 @@ const maxScopes = 8
 // allowBuf is the room an allow is built in: on the caller's stack, so a
 // hit allocates nothing here.
 type allowBuf struct {
-	headers [7]wireHeader
+	headers [8]wireHeader
 	limits  [3]wireHeader
 	scopes  [maxScopes]string
 }
@@ -105,13 +110,20 @@ func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, 
 	}
 	a.remove = remove
 	id, org, user, scopes, env := v.ID(), v.OrgID(), v.UserID(), v.Scopes(), string(v.Environment())
-	b.headers = [7]wireHeader{
+	b.headers = [8]wireHeader{
 		{n.keyID, id}, {n.orgID, org}, {n.userID, user}, {n.scopes, scopes},
 		{n.keyType, string(v.Type())}, {n.environment, env}, {n.projects, v.ProjectIDs()},
 	}
 	a.headers = b.headers[:6]
 	if v.Restricted() {
 		a.headers = b.headers[:7]
+	}
+	if r.spent {
+		// x-keygate-remaining: the uses left after this one (SPEC §9).
+		k := len(a.headers)
+		b.headers[k] = wireHeader{n.remaining, decimal(r.remaining)}
+		a.headers = b.headers[: k+1 : k+1]
+		a.meta.remaining, a.meta.hasRemaining = r.remaining, true
 	}
 	if r.limit.Limit > 0 {
 		b.limits = [3]wireHeader{
@@ -131,6 +143,7 @@ func (s *Server) allow(b *allowBuf, v *keygate.KeyView, r *request, from uint8, 
 		scopes:     splitScopes(&b.scopes, scopes),
 		metadata:   unsafe.Slice(unsafe.StringData(meta), len(meta)), // read only
 		cacheAgeMS: age,
+		remaining:  a.meta.remaining, hasRemaining: a.meta.hasRemaining,
 	}
 	return a
 }
@@ -315,6 +328,12 @@ func (s *Server) deny(r *request, code keygate.Code) *denyOut {
 	case keygate.CodeTooManyFailedAttempts:
 		headers = append(append([]wireHeader(nil), d.headers...),
 			wireHeader{"retry-after", ratelimit.FormatRetryAfter(r.retryAfter)})
+	case keygate.CodeUsageExceeded:
+		// Seconds to the next refill; no retry-after without one.
+		if r.retryAfter > 0 {
+			headers = append(append([]wireHeader(nil), d.headers...),
+				wireHeader{"retry-after", ratelimit.FormatRetryAfter(r.retryAfter)})
+		}
 	}
 	body := d.body
 	if r.detail != "" {

@@ -26,6 +26,7 @@ import (
 	"github.com/keygate/keygate/policy"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/sources"
+	keyusage "github.com/keygate/keygate/usage"
 )
 
 // Lookup is the one query the decision needs: the compact view of the key
@@ -68,6 +69,12 @@ type UseCounter interface {
 	Count(keyID, orgID string, code keygate.Code, at time.Time)
 }
 
+// UseSpender spends the uses of usage-limited keys (usage.Manager, SPEC
+// §9): the decision asks it one question, may this key spend cost now.
+type UseSpender interface {
+	Spend(ctx context.Context, keyID string, epoch int64, refill keygate.RefillInterval, cost int64, now time.Time) keyusage.Result
+}
+
 // Config configures the decision.
 type Config struct {
 	Format           apikey.Format
@@ -103,6 +110,9 @@ type Config struct {
 	// another system keeps its token (SPEC §9). Native-shaped tokens keep
 	// the checksum rule either way (apikey.Format.ParseCredential).
 	ForeignTokens bool
+	// Uses spends the uses of usage-limited keys (SPEC §9). Nil: a
+	// usage-limited key is denied service_unavailable (fail closed).
+	Uses UseSpender
 	// Now is the decision's clock for tests; nil is the real clock.
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -211,6 +221,11 @@ type request struct {
 	// view is the key the credential resolved to, once known (also for a
 	// deny that names it), for usage analytics.
 	view *keygate.KeyView
+	// spent is set when the usage step spent uses of a usage-limited key
+	// for this request, with remaining the uses left after it (the
+	// allow's x-keygate-remaining).
+	spent     bool
+	remaining int64
 }
 
 // Check implements envoy.service.auth.v3.Authorization/Check for callers
@@ -394,7 +409,7 @@ func (s *Server) decide(ctx context.Context, in *checkInput, r *request, now tim
 			return nil, 0, keygate.CodeSourceNotAllowed
 		}
 	}
-	if code := s.authorize(v, r, (*extPairs)(&in.ext), now); code != "" {
+	if code := s.authorize(ctx, v, r, (*extPairs)(&in.ext), now); code != "" {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.Debug("denied", "code", code, "key_id", v.ID())
 		}
@@ -560,7 +575,7 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 // normalization, route policy (required scope, project, key type) and the
 // key's rate limit, with the named limit the route applies (SPEC §9). It
 // returns "" to allow.
-func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
+func (s *Server) authorize(ctx context.Context, v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
 	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
 		return keygate.CodeInvalidRequest
@@ -588,21 +603,35 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 	if v.Type() == keygate.Publishable && !route.Publishable {
 		return keygate.CodeForbidden
 	}
+	// The rate limits: the main one, and the named one the route applies,
+	// a token of each or of neither.
+	var limit int
+	var named ratelimit.Named
 	if s.cfg.Limiter != nil {
-		limit, ok := v.RateLimit()
-		if !ok {
+		var ok bool
+		if limit, ok = v.RateLimit(); !ok {
 			limit = s.cfg.DefaultRateLimit
 		}
-		if named, ok := v.NamedRateLimit(route.RateLimit); ok {
-			return s.rateLimitNamed(v, r, limit, named)
-		}
-		if limit > 0 {
+		if l, ok := v.NamedRateLimit(route.RateLimit); ok {
+			named = ratelimit.Named{Name: l.Name, Limit: l.Limit, Per: time.Duration(l.DurationSeconds) * time.Second}
+			if code := s.rateLimitNamed(v, r, limit, named); code != "" {
+				return code
+			}
+		} else if limit > 0 {
 			r.limit = s.cfg.Limiter.Allow(v.ID(), limit)
 			if !r.limit.Allowed {
 				r.retryAfter = r.limit.RetryAfter
 				return keygate.CodeRateLimited
 			}
 		}
+	}
+	// Then the uses, last: a request denied here spends no bucket either
+	// (SPEC §9), so the tokens just taken are given back.
+	if code := s.spendUses(ctx, v, r, &route, now); code != "" {
+		if s.cfg.Limiter != nil {
+			s.cfg.Limiter.Return(v.ID(), limit, named)
+		}
+		return code
 	}
 	return ""
 }
@@ -613,10 +642,8 @@ func (s *Server) authorize(v *keygate.KeyView, r *request, ext policy.Extensions
 // carries the ratelimit-* and retry-after of the limit that denied (the
 // main one when both do); an allow those of the limit with the fewest
 // requests remaining.
-func (s *Server) rateLimitNamed(v *keygate.KeyView, r *request, perMinute int, l keygate.RateLimit) keygate.Code {
-	main, named := s.cfg.Limiter.AllowNamed(v.ID(), perMinute, ratelimit.Named{
-		Name: l.Name, Limit: l.Limit, Per: time.Duration(l.DurationSeconds) * time.Second,
-	})
+func (s *Server) rateLimitNamed(v *keygate.KeyView, r *request, perMinute int, l ratelimit.Named) keygate.Code {
+	main, named := s.cfg.Limiter.AllowNamed(v.ID(), perMinute, l)
 	switch {
 	case main.Allowed && named.Allowed:
 		r.limit = ratelimit.Fewest(main, named)
@@ -628,6 +655,32 @@ func (s *Server) rateLimitNamed(v *keygate.KeyView, r *request, perMinute int, l
 	}
 	r.retryAfter = r.limit.RetryAfter
 	return keygate.CodeRateLimited
+}
+
+// spendUses is the usage step (SPEC §9): a usage-limited key spends the
+// route's cost, or is denied usage_exceeded (retry-after until its next
+// refill). It is the last step (SPEC §3: … rate limit → named rate limit
+// → usage_exceeded), so a use is spent only by a request that is allowed.
+// A key without remaining passes at the cost of one comparison.
+func (s *Server) spendUses(ctx context.Context, v *keygate.KeyView, r *request, route *policy.Route, now time.Time) keygate.Code {
+	limited, epoch, refill := v.UsageLimited()
+	if !limited {
+		return ""
+	}
+	if s.cfg.Uses == nil {
+		s.log.Error("usage-limited key but no usage manager; denying", "key_id", v.ID())
+		return keygate.CodeServiceUnavailable
+	}
+	cost := int64(route.Uses())
+	res := s.cfg.Uses.Spend(ctx, v.ID(), epoch, refill, cost, now)
+	if res.Code != "" {
+		r.retryAfter = res.RetryAfter
+		return res.Code
+	}
+	if res.Remaining >= 0 { // -1: unlimited since the view was loaded
+		r.spent, r.remaining = true, res.Remaining
+	}
+	return ""
 }
 
 // pathOnly drops the query string, which may hold secrets, from a logged path.

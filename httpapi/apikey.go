@@ -34,6 +34,11 @@ type APIKey struct {
 	CreatedAt  Time                `json:"created_at"`
 	LastUsedAt *Time               `json:"last_used_at"`
 	ExpiresAt  *Time               `json:"expires_at"`
+	// Remaining (null: unlimited) and Refill (null: none) are the key's
+	// usage limit (SPEC §9); remaining as of the store, after any due
+	// refill, without the uses replicas hold in leases.
+	Remaining *int64  `json:"remaining"`
+	Refill    *Refill `json:"refill"`
 	// Propagation is set on a change made with ?wait=true (SPEC §12): how
 	// far it has reached the fleet. Absent otherwise.
 	Propagation *fleet.Propagation `json:"propagation,omitempty"`
@@ -101,11 +106,26 @@ func NewAPIKey(k keygate.Key, now time.Time) APIKey {
 		Metadata:           meta,
 		AllowedSources:     srcs,
 		RateLimits:         limits,
+		Remaining:          k.Remaining,
+		Refill:             newRefill(k.Refill),
 		Status:             string(k.Status(now)),
 		CreatedAt:          Time(k.CreatedAt),
 		LastUsedAt:         timePtr(k.LastUsedAt),
 		ExpiresAt:          timePtr(k.ExpiresAt),
 	}
+}
+
+// Refill is the JSON wire form of a key's refill.
+type Refill struct {
+	Interval string `json:"interval"`
+	Amount   int64  `json:"amount"`
+}
+
+func newRefill(r *keygate.Refill) *Refill {
+	if r == nil {
+		return nil
+	}
+	return &Refill{Interval: string(r.Interval), Amount: r.Amount}
 }
 
 func timePtr(t *time.Time) *Time {

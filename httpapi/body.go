@@ -221,6 +221,55 @@ func (f *fields) nullableInt(name string, min, max int64) manage.Nullable[int] {
 	return manage.Nullable[int]{}
 }
 
+func (f *fields) nullableInt64(name string, min, max int64) manage.Nullable[int64] {
+	if f.null(name) {
+		return manage.Nullable[int64]{Set: true, Null: true}
+	}
+	if n := f.int(name, min, max); n != nil {
+		return manage.Nullable[int64]{Set: true, Value: *n}
+	}
+	return manage.Nullable[int64]{}
+}
+
+// nullableRefill parses a refill, {"interval": "daily"|"monthly",
+// "amount": N}, or null; a bad member is named (refill.interval, …).
+func (f *fields) nullableRefill(name string) manage.Nullable[keygate.Refill] {
+	if f.null(name) {
+		return manage.Nullable[keygate.Refill]{Set: true, Null: true}
+	}
+	var o map[string]json.RawMessage
+	if !f.decode(name, `an object {"interval": "daily" or "monthly", "amount": N}, or null`, &o) {
+		return manage.Nullable[keygate.Refill]{}
+	}
+	sub := fields{o: o}
+	for member := range o {
+		if member != "interval" && member != "amount" {
+			f.err = keygate.ParamErrorf(name+"."+member, "Unknown field %q of refill; known fields: interval, amount.", member)
+			return manage.Nullable[keygate.Refill]{}
+		}
+	}
+	var r keygate.Refill
+	if s := sub.string("interval"); s != nil {
+		r.Interval = keygate.RefillInterval(*s)
+	}
+	if n := sub.int("amount", 0, manage.MaxRemaining); n != nil {
+		r.Amount = *n
+	}
+	switch {
+	case sub.err != nil:
+		e := sub.err.(*keygate.Error)
+		e.Param, e.Message = name+"."+e.Param, name+"."+e.Message
+		f.err = e
+	case !r.Interval.Valid():
+		f.err = keygate.ParamErrorf(name+".interval", "refill.interval must be %q or %q.", keygate.RefillDaily, keygate.RefillMonthly)
+	case o["amount"] == nil:
+		f.err = keygate.ParamErrorf(name+".amount", "refill.amount is required.")
+	default:
+		return manage.Nullable[keygate.Refill]{Set: true, Value: r}
+	}
+	return manage.Nullable[keygate.Refill]{}
+}
+
 func (f *fields) nullableTime(name string) manage.Nullable[time.Time] {
 	if f.null(name) {
 		return manage.Nullable[time.Time]{Set: true, Null: true}
@@ -243,7 +292,7 @@ func (f *fields) raw(name string) json.RawMessage { return f.o[name] }
 // createMembers are the members of a create body (SPEC §5); an import
 // item has them too, and createRequest parses them for both.
 var createMembers = []string{"name", "scopes", "project_ids", "type", "environment", "expires_at", "expires_in",
-	"rate_limit_per_minute", "metadata", "user_id", "allowed_sources", "rate_limits"}
+	"rate_limit_per_minute", "metadata", "user_id", "allowed_sources", "rate_limits", "remaining", "refill"}
 
 func parseCreate(w http.ResponseWriter, r *http.Request) (manage.CreateRequest, error) {
 	o, err := readObject(w, r, createMembers...)
@@ -283,6 +332,8 @@ func createRequest(o object) (manage.CreateRequest, error) {
 	req.UserID = f.string("user_id")
 	req.AllowedSources = f.strings("allowed_sources")
 	req.RateLimits = f.rateLimits("rate_limits")
+	req.Remaining = f.nullableInt64("remaining", 0, manage.MaxRemaining)
+	req.Refill = f.nullableRefill("refill")
 	return req, f.err
 }
 
@@ -347,7 +398,8 @@ func (f *fields) rateLimits(name string) *[]keygate.RateLimit {
 }
 
 func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, error) {
-	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata", "allowed_sources", "rate_limits")
+	o, err := readObject(w, r, "name", "active", "rate_limit_per_minute", "expires_at", "metadata", "allowed_sources", "rate_limits",
+		"remaining", "refill")
 	if err != nil {
 		return manage.KeyChanges{}, err
 	}
@@ -360,6 +412,8 @@ func parseUpdate(w http.ResponseWriter, r *http.Request) (manage.KeyChanges, err
 		Metadata:           f.raw("metadata"),
 		AllowedSources:     f.strings("allowed_sources"),
 		RateLimits:         f.rateLimits("rate_limits"),
+		Remaining:          f.nullableInt64("remaining", 0, manage.MaxRemaining),
+		Refill:             f.nullableRefill("refill"),
 	}
 	return ch, f.err
 }

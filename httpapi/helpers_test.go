@@ -30,6 +30,7 @@ import (
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
 	"github.com/keygate/keygate/store/sqlite"
+	keyusage "github.com/keygate/keygate/usage"
 )
 
 // clock is real time plus an offset that tests move forward: the stores,
@@ -160,6 +161,7 @@ func newEnv(t *testing.T, st store.Store, c *clock, o options) *env {
 	}
 	cfg := extauthz.Config{Format: format, StripCredentials: true, DocsURL: docsURL, Now: c.now,
 		DefaultRateLimit: o.defaultRateLimit, Throttle: throttle, ForeignTokens: o.foreignTokens}
+	cfg.Uses = keyusage.New(keyusage.Config{Store: st})
 	keys, err := cache.New(st, cache.Config{MaxBytes: 1 << 24, TTL: time.Hour, NegativeTTL: time.Minute, Metadata: extauthz.MetadataEncoding, Now: c.now})
 	if err != nil {
 		t.Fatal(err)

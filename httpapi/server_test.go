@@ -131,7 +131,7 @@ func TestNewAPIKey_WireShape(t *testing.T) {
 	want := `{"id":"key_abc","object":"api_key","name":"CI Pipeline","prefix":"sk_live_Ab3x","last4":"9fZq",` +
 		`"type":"secret","environment":"live","org_id":"acme","user_id":"alice","scopes":[],"project_ids":[],` +
 		`"rate_limit_per_minute":null,"metadata":{},"allowed_sources":[],"rate_limits":[],"status":"active","created_at":"2026-11-22T09:00:00Z",` +
-		`"last_used_at":null,"expires_at":null}`
+		`"last_used_at":null,"expires_at":null,"remaining":null,"refill":null}`
 	if diff := cmp.Diff(want, string(b)); diff != "" {
 		t.Errorf("JSON (-want +got):\n%s", diff)
 	}

@@ -92,6 +92,10 @@ type CreateRequest struct {
 	// RateLimits nil: the caller's named rate limits; empty: none (SPEC
 	// §9). Either way the key must carry each of the caller's, no looser.
 	RateLimits *[]keygate.RateLimit
+	// Remaining null or unset: unlimited (a usage-limited caller must
+	// give one). Refill null or unset: none.
+	Remaining Nullable[int64]
+	Refill    Nullable[keygate.Refill]
 }
 
 // CreateKeyAs creates a key as the caller. The body is validated first
@@ -167,6 +171,13 @@ func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
 	if r.RateLimits != nil {
 		nk.RateLimits = *r.RateLimits
 	}
+	nk.Remaining, nk.Refill = r.Remaining.ptr(), r.Refill.ptr()
+	if !r.Remaining.Set {
+		nk.Remaining = nil
+	}
+	if !r.Refill.Set {
+		nk.Refill = nil
+	}
 	k, err := normalize(nk, now)
 	if err != nil {
 		return CreatedKey{}, err
@@ -181,6 +192,11 @@ func (s *Service) createKeyAs(ctx context.Context, c Caller, r CreateRequest,
 	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, expiryParam, whyCreate); err != nil {
 		return CreatedKey{}, err
 	}
+	remaining, _ := store.NewKeyUsage(k, now)
+	if err := usageWithin(&c, remaining, k.Refill, whyCreate); err != nil {
+		return CreatedKey{}, err
+	}
+	k.Debit = debitFor(&c, &k)
 	return keep(ctx, k, c.actor())
 }
 
@@ -409,6 +425,10 @@ type KeyChanges struct {
 	AllowedSources     *[]string           // replaces the whole list; empty: anywhere
 	// RateLimits replaces the key's named rate limits; empty: none.
 	RateLimits *[]keygate.RateLimit
+	// Remaining null: unlimited (drops the refill too); Refill null: none.
+	// Either starts a new usage epoch (SPEC §9).
+	Remaining Nullable[int64]
+	Refill    Nullable[keygate.Refill]
 }
 
 // UpdateKeyAs changes key id. A change that widens what the key can do
@@ -420,9 +440,13 @@ type KeyChanges struct {
 func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyChanges) (keygate.Key, error) {
 	now := s.now()
 	var u store.KeyUpdate
-	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil && ch.RateLimits == nil {
+	if ch.Name == nil && ch.Active == nil && !ch.RateLimitPerMinute.Set && !ch.ExpiresAt.Set && ch.Metadata == nil && ch.AllowedSources == nil &&
+		ch.RateLimits == nil && !ch.Remaining.Set && !ch.Refill.Set {
 		return keygate.Key{}, keygate.Errorf(keygate.CodeInvalidRequest,
-			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata, allowed_sources or rate_limits.")
+			"Nothing to change: give name, active, rate_limit_per_minute, expires_at, metadata, allowed_sources, rate_limits, remaining or refill.")
+	}
+	if err := usageUpdate(&u, ch); err != nil {
+		return keygate.Key{}, err
 	}
 	if ch.Name != nil {
 		if err := ValidateName(*ch.Name); err != nil {
@@ -481,7 +505,10 @@ func (s *Service) UpdateKeyAs(ctx context.Context, c Caller, id string, ch KeyCh
 	// read above: an admin who deactivates the key meanwhile must not have
 	// a weaker caller's active: true judged against the active key it read.
 	u.Allowed = func(k keygate.Key) error {
-		if !s.widening(k, ch) {
+		if err := patchUsageWithin(&c, k, ch); err != nil {
+			return err
+		}
+		if !s.widening(k, ch) && !usageWidens(k, ch) {
 			return nil
 		}
 		after := grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}
@@ -570,6 +597,9 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 	if err := s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, "expires_at", whyRoll); err != nil {
 		return CreatedKey{}, err
 	}
+	if err := usageWithin(&c, k.Remaining, k.Refill, whyRoll); err != nil {
+		return CreatedKey{}, err
+	}
 	tok, err := s.format.Generate(k.Type, k.Environment)
 	if err != nil {
 		return CreatedKey{}, err
@@ -579,6 +609,9 @@ func (s *Service) RollKeyAs(ctx context.Context, c Caller, id string, grace time
 		// widens the key meanwhile must not have this caller's roll
 		// judged against the narrower key it read.
 		Allowed: func(k keygate.Key) error {
+			if err := usageWithin(&c, k.Remaining, k.Refill, whyRoll); err != nil {
+				return err
+			}
 			return s.within(&c, grant{k.Scopes, k.ProjectIDs, k.Environment, k.ExpiresAt, k.RateLimitPerMinute, k.AllowedSources, k.RateLimits}, "expires_at", whyRoll)
 		}}
 	k, err = s.store.RollKey(ctx, c.Key.OrgID, id, nt, grace, c.actor())

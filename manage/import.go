@@ -120,6 +120,12 @@ func (s *Service) ImportKeys(ctx context.Context, orgID string, items []ImportIt
 		if r.RateLimits != nil {
 			nk.RateLimits = *r.RateLimits
 		}
+		if r.Remaining.Set {
+			nk.Remaining = r.Remaining.ptr()
+		}
+		if r.Refill.Set {
+			nk.Refill = r.Refill.ptr()
+		}
 		if nks[i], err = normalize(nk, now); err != nil {
 			return nil, ItemError(i, err)
 		}

@@ -116,6 +116,10 @@ type NewKey struct {
 	AllowedSources []string
 	// RateLimits are the key's named rate limits (SPEC §9); empty: none.
 	RateLimits []keygate.RateLimit
+	// Remaining (nil: unlimited) and Refill (nil: none) limit the key's
+	// uses (SPEC §9).
+	Remaining *int64
+	Refill    *keygate.Refill
 	// CreateOrganization creates the organization when it is missing, as
 	// `keygate keys create` does; the API never does.
 	CreateOrganization bool
@@ -180,6 +184,8 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 		Environment:        nk.Environment,
 		ExpiresAt:          nk.ExpiresAt,
 		RateLimitPerMinute: nk.RateLimitPerMinute,
+		Remaining:          nk.Remaining,
+		Refill:             nk.Refill,
 	}
 	if err := ValidateID("org_id", nk.OrgID); err != nil {
 		return k, err
@@ -241,6 +247,12 @@ func normalize(nk NewKey, now time.Time) (store.NewKey, error) {
 	}
 	if len(limits) > 0 {
 		k.RateLimits = limits
+	}
+	if err := ValidateRemaining(k.Remaining); err != nil {
+		return k, err
+	}
+	if err := ValidateRefill(k.Refill); err != nil {
+		return k, err
 	}
 	return k, nil
 }

@@ -158,7 +158,7 @@ func (l *loader) root(p *Policy, n *yaml.Node) error {
 
 func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 	var r rule
-	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode", "ratelimit"}, func(key string, _, v *yaml.Node) error {
+	err := l.fields(n, where, []string{"methods", "path", "scope", "publishable", "mode", "ratelimit", "cost"}, func(key string, _, v *yaml.Node) error {
 		field := where + "." + key
 		switch key {
 		case "methods":
@@ -223,6 +223,12 @@ func (l *loader) rule(n *yaml.Node, where string) (rule, error) {
 				return l.errorf(v, field, "%q is not a valid rate limit name (%s)", s, keygate.RateLimitNamePattern)
 			}
 			r.rateLimit = s
+		case "cost":
+			var n int
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil || n < 0 || n > MaxCost {
+				return l.errorf(v, field, "must be an integer from 0 to %d, not %s", MaxCost, describe(v))
+			}
+			r.cost, r.hasCost = n, true
 		}
 		return nil
 	})

@@ -14,7 +14,7 @@ func TestLoad_StrictErrorsNameFileLineAndField(t *testing.T) {
 	}{
 		{"bad_scope.yaml", `:3: rules[0].scope: "Admin" is not a valid scope`},
 		{"bad_scope_type.yaml", `:3: rules[0].scope: must be a string, not the number 7`},
-		{"bad_unknown_field.yaml", `:3: rules[0].scopes: unknown field (known: methods, path, scope, publishable, mode, ratelimit)`},
+		{"bad_unknown_field.yaml", `:3: rules[0].scopes: unknown field (known: methods, path, scope, publishable, mode, ratelimit, cost)`},
 		{"bad_unknown_top.yaml", `:1: rule: unknown field (known: rules, projects)`},
 		{"bad_duplicate_field.yaml", `:4: rules[0].scope: given twice`},
 		{"bad_missing_path.yaml", `:3: rules[1].path: required`},
@@ -29,6 +29,8 @@ func TestLoad_StrictErrorsNameFileLineAndField(t *testing.T) {
 		{"bad_method_extension.yaml", `:2: rules[0].methods[0]: "PURGE" is not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE, in upper case)`},
 		{"bad_methods_type.yaml", `:2: rules[0].methods: must be a list, not the string "GET"`},
 		{"bad_methods_empty.yaml", `:2: rules[0].methods: empty (omit methods for every method)`},
+		{"bad_cost.yaml", `:3: rules[0].cost: must be an integer from 0 to 1000, not the number 1001`},
+		{"bad_cost_type.yaml", `:3: rules[0].cost: must be an integer from 0 to 1000, not the string "5"`},
 		{"bad_mode.yaml", `:3: rules[0].mode: "Report" is neither "enforce" nor "report"`},
 		{"bad_mode_type.yaml", `:3: rules[0].mode: must be a string, not a boolean`},
 		{"bad_ratelimit.yaml", `:3: rules[0].ratelimit: "Search" is not a valid rate limit name (^[a-z][a-z0-9_-]{0,31}$)`},

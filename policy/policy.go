@@ -27,6 +27,15 @@ const (
 	ExtProject     = "keygate.project"     // one project pattern
 	ExtMode        = "keygate.mode"        // "enforce" or "report" (SPEC §11)
 	ExtRateLimit   = "keygate.ratelimit"   // the key's named rate limit the route applies (SPEC §9)
+	ExtCost        = "keygate.cost"        // uses an allow spends, 0–1000 (SPEC §9)
+)
+
+// DefaultCost is the uses an allowed request spends of a usage-limited
+// key when neither keygate.cost nor a rule says (SPEC §9); MaxCost is the
+// largest cost a route may set.
+const (
+	DefaultCost = 1
+	MaxCost     = 1000
 )
 
 // Mode is how a route applies its decision (SPEC §11).
@@ -75,6 +84,20 @@ type Route struct {
 	// (SPEC §9); "" for none. A key without a limit of that name is
 	// held to its main limit only.
 	RateLimit string
+	// Cost, when HasCost, is the uses an allow spends of a usage-limited
+	// key (SPEC §9), from keygate.cost or the rule's cost; Uses says what
+	// the route costs either way.
+	Cost    int
+	HasCost bool
+}
+
+// Uses is what an allow on the route spends of a usage-limited key: its
+// cost, else DefaultCost.
+func (r *Route) Uses() int {
+	if r.HasCost {
+		return r.Cost
+	}
+	return DefaultCost
 }
 
 // Policy is a loaded policy file. A nil *Policy is the default policy (no
@@ -107,6 +130,8 @@ type rule struct {
 	mode           Mode
 	hasMode        bool
 	rateLimit      string // "" when the rule names none
+	cost           int
+	hasCost        bool
 }
 
 // Default returns the policy without a file: GET, HEAD and OPTIONS need
@@ -172,8 +197,15 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 			return Route{}, err
 		}
 	}
+	var hasCost bool
+	if ext.Len() > 0 {
+		var err error
+		if r.Cost, hasCost, err = extCost(ext); err != nil {
+			return Route{}, err
+		}
+	}
 
-	if (!hasScope || !hasPub || !hasMode || r.RateLimit == "") && p != nil {
+	if (!hasScope || !hasPub || !hasMode || r.RateLimit == "" || !hasCost) && p != nil {
 		if ru := p.match(method, path); ru != nil {
 			if !hasScope && ru.hasScope {
 				r.Scope, hasScope = ru.scope, true
@@ -187,8 +219,12 @@ func (p *Policy) ResolveExt(method, path string, ext Extensions) (Route, error) 
 			if r.RateLimit == "" {
 				r.RateLimit = ru.rateLimit
 			}
+			if !hasCost && ru.hasCost {
+				r.Cost, hasCost = ru.cost, true
+			}
 		}
 	}
+	r.HasCost = hasCost
 	if !hasScope {
 		r.Scope = defaultScope(method)
 	}
@@ -258,6 +294,38 @@ func extRateLimit(ext Extensions) (string, error) {
 		return "", fmt.Errorf("%w %s: %q is not a valid rate limit name (%s)", ErrInvalidExtension, ExtRateLimit, s, keygate.RateLimitNamePattern)
 	}
 	return s, nil
+}
+
+// extCost reads keygate.cost: a decimal integer 0–MaxCost, anything else
+// ErrInvalidExtension (the route is denied, as for every malformed
+// extension).
+func extCost(ext Extensions) (int, bool, error) {
+	s, ok := ext.Get(ExtCost)
+	if !ok {
+		return 0, false, nil
+	}
+	n, ok := parseCost(s)
+	if !ok {
+		return 0, false, fmt.Errorf("%w %s: %q is not an integer from 0 to %d", ErrInvalidExtension, ExtCost, s, MaxCost)
+	}
+	return n, true, nil
+}
+
+// parseCost parses a cost: 1 to 4 decimal digits, at most MaxCost. No
+// sign, space or leading "+": the route's author wrote a number.
+func parseCost(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 4 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n <= MaxCost
 }
 
 // fromExtensions reads the settings that context_extensions set.

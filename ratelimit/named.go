@@ -166,3 +166,38 @@ func Fewest(a, b Result) Result {
 	}
 	return a
 }
+
+// Return gives back the token a request took by Allow (n without a
+// Limit) or AllowNamed when a later step of the decision denied it (SPEC
+// §3, §9: a request denied at any step spends no bucket): the usage step
+// comes after the rate limits. perMinute and n are those of the call that
+// took the token. A bucket already swept, or refilled past the token, is
+// left as it is.
+func (l *Limiter) Return(keyID string, perMinute int, n Named) {
+	l.giveBack(keyID, perMinute, n, l.now())
+}
+
+func (l *Limiter) giveBack(keyID string, perMinute int, n Named, now time.Time) {
+	at := int64(now.Sub(l.epoch))
+	if perMinute > 0 {
+		m := newGCRA(min(perMinute, maxPerMinute), time.Minute)
+		s := &l.buckets.shards[maphash.String(l.seed, keyID)%numShards]
+		s.mu.Lock()
+		if full, ok := s.m[keyID]; ok && full > at {
+			s.m[keyID] = max(full-m.step, at)
+		}
+		s.mu.Unlock()
+	}
+	if n.Limit <= 0 || n.Per <= 0 {
+		return
+	}
+	nk := namedKey{keyID, n.Name}
+	s := &l.named.shards[(maphash.String(l.seed, keyID)^maphash.String(l.seed, n.Name))%numShards]
+	s.mu.Lock()
+	if b, ok := s.m[nk]; ok && b.full > at {
+		g := newGCRA(n.Limit, n.Per)
+		b.full = max(b.full-g.step, at)
+		s.m[nk] = b
+	}
+	s.mu.Unlock()
+}

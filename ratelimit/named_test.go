@@ -162,3 +162,39 @@ func TestAllowNamed_ConcurrentWithAllowNeverOverspends(t *testing.T) {
 		t.Errorf("allowed %d named and %d main, want at most 50 and exactly 100", named.Load(), main.Load())
 	}
 }
+
+// A token a later step gives back (the usage step denied the request) is
+// in the bucket again, main and named; a bucket cannot go above full.
+func TestReturn_GivesBackTheTokenOfADeniedRequest(t *testing.T) {
+	l, _ := newLimiter(t, LimiterConfig{})
+	search := Named{Name: "search", Limit: 2, Per: 10 * time.Second}
+	for range 2 {
+		if m, n := l.AllowNamed("key_a", 3, search); !m.Allowed || !n.Allowed {
+			t.Fatal("a request within both limits was denied")
+		}
+		l.Return("key_a", 3, search)
+	}
+	// Both requests were given back: the buckets are full again.
+	m, n := l.AllowNamed("key_a", 3, search)
+	if !m.Allowed || !n.Allowed || m.Remaining != 2 || n.Remaining != 1 {
+		t.Fatalf("after two returns: main %+v named %+v, want 2 and 1 remaining", m, n)
+	}
+	// A return to a full bucket leaves it full, not fuller.
+	l.Return("key_a", 3, search)
+	l.Return("key_a", 3, search)
+	l.Return("key_a", 3, search)
+	if r := l.Allow("key_a", 3); r.Remaining != 2 {
+		t.Errorf("after returns to a full bucket: %+v, want 2 remaining of 3", r)
+	}
+	// The main bucket alone (no named limit).
+	for range 2 {
+		l.Allow("key_b", 2)
+	}
+	if l.Allow("key_b", 2).Allowed {
+		t.Fatal("a third request within 2/min was allowed")
+	}
+	l.Return("key_b", 2, Named{})
+	if !l.Allow("key_b", 2).Allowed {
+		t.Error("the returned token was not there")
+	}
+}

@@ -133,7 +133,47 @@ type Store interface {
 	// stops the walk and is returned. It is what a replica warms its cache
 	// with (--preload-keys).
 	RecentKeys(ctx context.Context, n int, now time.Time, fn func(keygate.Hash, *keygate.KeyRecord) error) error
+
+	// ClaimUses takes up to want uses (at least 1) from the remaining of
+	// key keyID (SPEC §9) for a replica's lease, in one atomic step that
+	// first applies a refill due at now (remaining = amount, a new usage
+	// epoch, at most once per period however many replicas ask). It takes
+	// min(want, remaining), never more: the uses of an epoch never exceed
+	// the remaining that started it. A key without remaining answers
+	// Limited false; a revoked or unknown key keygate.ErrNotFound.
+	ClaimUses(ctx context.Context, keyID string, want int64, now time.Time) (UsageClaim, error)
+	// ReturnUses gives n unspent uses of a lease back to key keyID, only
+	// while the key is still in usage epoch epoch (a lease of an older
+	// epoch is void). It reports whether they were taken back.
+	ReturnUses(ctx context.Context, keyID string, epoch, n int64) (bool, error)
 }
+
+// UsageClaim is the answer to ClaimUses.
+type UsageClaim struct {
+	// Limited is false when the key has no remaining (unlimited uses).
+	Limited bool
+	// Granted uses now belong to the caller's lease, of usage epoch Epoch.
+	Granted int64
+	Epoch   int64
+	// Remaining is what the store has left after the claim.
+	Remaining int64
+	// Refill is the key's refill, nil for none.
+	Refill *keygate.Refill
+}
+
+// Debit takes Uses from the remaining of key KeyID in the transaction that
+// creates a key (SPEC §9: a usage-limited caller pays for the uses of the
+// keys it creates). A due refill of that key is applied first; a key
+// with fewer remaining uses (or none: unlimited keys are never debited)
+// refuses the creation with insufficient_permissions, param remaining.
+type Debit struct {
+	KeyID string
+	Uses  int64
+}
+
+// ErrInsufficientUses refuses a Debit the paying key cannot cover.
+var ErrInsufficientUses = &keygate.Error{Code: keygate.CodeInsufficientPermissions, Param: "remaining",
+	Message: "A key cannot get more than the key that creates it: the remaining uses are beyond the calling key's remaining."}
 
 // LeakAction is what a leak report of a live key does to it
 // (--leak-action).
@@ -187,7 +227,13 @@ type NewKey struct {
 	AllowedSources []string
 	// RateLimits, sorted by name (SPEC §9); empty: none.
 	RateLimits []keygate.RateLimit
-	Token      NewToken
+	// Remaining (nil: unlimited) and Refill (nil: none) are the key's
+	// usage limit (SPEC §9).
+	Remaining *int64
+	Refill    *keygate.Refill
+	// Debit, when set, is paid in the same transaction as the insert.
+	Debit *Debit
+	Token NewToken
 }
 
 // ImportConflictError is ImportKeys refusing keys because item Index
@@ -220,6 +266,13 @@ type KeyUpdate struct {
 	// RateLimits, if not nil, replaces the key's named rate limits
 	// (sorted by name; empty: none).
 	RateLimits *[]keygate.RateLimit
+	// Remaining and Refill set the usage limit; ClearRemaining makes the
+	// key unlimited (and drops its refill), ClearRefill drops the refill.
+	// Any of them starts a new usage epoch, voiding every replica's lease.
+	Remaining      *int64
+	ClearRemaining bool
+	Refill         *keygate.Refill
+	ClearRefill    bool
 	// Allowed, if set, is called with the key as the update has locked it,
 	// before anything is written; its error refuses the update and is
 	// returned as is. A rule judged on an earlier read (a widening PATCH
@@ -265,6 +318,30 @@ func (u KeyUpdate) Apply(k keygate.Key, now time.Time) keygate.Key {
 	if u.RateLimits != nil {
 		k.RateLimits = append([]keygate.RateLimit{}, *u.RateLimits...)
 	}
+	k.ApplyDueRefill(now)
+	if u.UsageChanged() {
+		if u.Remaining != nil {
+			n := *u.Remaining
+			k.Remaining = &n
+		}
+		if u.Refill != nil {
+			r := *u.Refill
+			k.Refill = &r
+			if k.Remaining == nil {
+				n := r.Amount
+				k.Remaining = &n
+			}
+			start := r.Interval.PeriodStart(now)
+			k.RefilledAt = &start
+		}
+		if u.ClearRefill {
+			k.Refill, k.RefilledAt = nil, nil
+		}
+		if u.ClearRemaining {
+			k.Remaining, k.Refill, k.RefilledAt = nil, nil, nil
+		}
+		k.UsageEpoch++
+	}
 	return k
 }
 
@@ -276,6 +353,28 @@ func RateLimitsJSON(list []keygate.RateLimit) string {
 	}
 	b, _ := json.Marshal(list) // ints and strings always marshal
 	return string(b)
+}
+
+// UsageChanged reports whether u changes the usage limit, which starts a
+// new usage epoch.
+func (u KeyUpdate) UsageChanged() bool {
+	return u.Remaining != nil || u.ClearRemaining || u.Refill != nil || u.ClearRefill
+}
+
+// NewKeyUsage is the usage state a new key is stored with at now: a
+// refill without remaining starts full, and the current period counts as
+// refilled (the first refill is at the next boundary).
+func NewKeyUsage(nk NewKey, now time.Time) (remaining *int64, refilledAt *time.Time) {
+	remaining = nk.Remaining
+	if nk.Refill != nil {
+		if remaining == nil {
+			n := nk.Refill.Amount
+			remaining = &n
+		}
+		start := nk.Refill.Interval.PeriodStart(now)
+		refilledAt = &start
+	}
+	return remaining, refilledAt
 }
 
 // Cursor is a position in a newest-first listing: the (created_at, id) of

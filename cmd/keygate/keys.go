@@ -111,6 +111,10 @@ type keysCreateCmd struct {
 	Limit     []namedLimit `name:"limit" sep:"none" placeholder:"NAME=N/DURATION" help:"A named rate limit, N requests per DURATION (1s to 24h, whole seconds), applied on routes that name it (keygate.ratelimit); repeat for several, at most 8."`
 	Metadata  string       `placeholder:"JSON" help:"A JSON object passed to Envoy with every allow (at most 4096 bytes)."`
 	JSON      bool         `name:"json" help:"Print the API's JSON answer instead of the token alone."`
+	// Usage limits (SPEC §9).
+	Remaining *number `name:"remaining" placeholder:"N" help:"Uses the key has (each allowed request spends its route's cost; default: unlimited)."`
+	Refill    string  `name:"refill" placeholder:"daily:N|monthly:N" help:"Set the remaining uses to N at 00:00 UTC every day, or on the 1st of every month."`
+	refill    *keygate.Refill
 }
 
 // createFlags names the flag behind each field that manage validates.
@@ -120,6 +124,7 @@ func createFlags() map[string]string {
 		"project_ids": "--project", "type": "--type", "environment": "--env", "expires_at": "--expires-in",
 		"rate_limit_per_minute": "--rate-limit", "metadata": "--metadata", "allowed_sources": "--allow-source",
 		"rate_limits": "--limit",
+		"remaining":   "--remaining", "refill": "--refill", "refill.interval": "--refill", "refill.amount": "--refill",
 	}
 }
 
@@ -133,6 +138,16 @@ func (k *keysCreateCmd) Validate() error {
 	}
 	if k.Metadata != "" && !json.Valid([]byte(k.Metadata)) {
 		return fmt.Errorf("--metadata must be a JSON object")
+	}
+	if k.Remaining != nil && (*k.Remaining < 0 || int64(*k.Remaining) > manage.MaxRemaining) {
+		return fmt.Errorf("--remaining must be from 0 to %d, got %d", int64(manage.MaxRemaining), *k.Remaining)
+	}
+	if k.Refill != "" {
+		r, err := manage.ParseRefill(k.Refill)
+		if err != nil {
+			return fmt.Errorf("--refill %q must be daily:N or monthly:N with N from 0 to %d", k.Refill, int64(manage.MaxRemaining))
+		}
+		k.refill = &r
 	}
 	return nil
 }
@@ -151,6 +166,11 @@ func (k *keysCreateCmd) Run(d *deps) error {
 	if k.Metadata != "" {
 		nk.Metadata = json.RawMessage(k.Metadata)
 	}
+	if k.Remaining != nil {
+		n := int64(*k.Remaining)
+		nk.Remaining = &n
+	}
+	nk.Refill = k.refill
 	if nk.Role == "" && len(nk.Scopes) == 0 {
 		nk.Role = manage.DefaultRole
 	}

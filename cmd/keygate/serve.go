@@ -43,6 +43,7 @@ import (
 	"github.com/keygate/keygate/store"
 	"github.com/keygate/keygate/store/postgres"
 	"github.com/keygate/keygate/tlsfiles"
+	keyusage "github.com/keygate/keygate/usage"
 )
 
 // serveCmd is `keygate serve`. Every flag also reads its KEYGATE_*
@@ -393,6 +394,10 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		return fmt.Errorf("--last-used-flush: %w", err)
 	}
 	azCfg.Analytics = counts
+	// Usage-limited keys (SPEC §9): leases of uses, given back on a
+	// graceful stop (below).
+	uses := keyusage.New(keyusage.Config{Store: st, Logger: logger})
+	azCfg.Uses = uses
 	limiter, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{Registerer: reg})
 	if err != nil {
 		return err
@@ -469,6 +474,7 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		g.Go(func() error { return watcher.Run(gctx) })
 	}
 	g.Go(func() error { return limiter.Run(gctx) })
+	g.Go(func() error { return uses.Run(gctx) })
 	if throttle != nil {
 		g.Go(func() error { return throttle.Run(gctx) })
 	}
@@ -508,6 +514,13 @@ func (s *serveCmd) Run(d *deps) (err error) {
 		}
 		cancel()
 	}
+	// No check runs any more: give the unspent leases back, each to
+	// the usage epoch it was taken in. A crash loses them instead.
+	rctx, cancelReturn := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := uses.Close(rctx, time.Now()); err != nil {
+		logger.Warn("returning unspent usage leases failed; those uses are lost", "err", err)
+	}
+	cancelReturn()
 	stopRun()
 	stopFollowing()
 	if err := g.Wait(); err != nil {

@@ -155,7 +155,7 @@ func TestKeysCreate_JSONIsTheAPIObject(t *testing.T) {
 	}
 	slices.Sort(fields)
 	wantFields := []string{"allowed_sources", "created_at", "environment", "expires_at", "id", "key", "last4", "last_used_at", "metadata", "name",
-		"object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "rate_limits", "scopes", "status", "type", "user_id"}
+		"object", "org_id", "prefix", "project_ids", "rate_limit_per_minute", "rate_limits", "refill", "remaining", "scopes", "status", "type", "user_id"}
 	if diff := cmp.Diff(wantFields, fields); diff != "" {
 		t.Errorf("fields of data (-want +got):\n%s", diff)
 	}

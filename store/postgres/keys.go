@@ -16,28 +16,45 @@ import (
 )
 
 // keyColumns are the api_keys columns that make a keygate.Key, in the
-// order of scanKey, for a table aliased k.
+// order of keyScan.dest, for a table aliased k.
 const keyColumns = `k.id, k.org_id, k.user_id, k.name, k.type, k.environment,
 	k.scopes, k.project_ids, k.rate_limit_per_minute, k.metadata, k.prefix, k.last4,
-	k.created_at, k.last_used_at, k.expires_at, k.disabled_at, k.revoked_at, k.allowed_sources, k.rate_limits`
+	k.created_at, k.last_used_at, k.expires_at, k.disabled_at, k.revoked_at, k.allowed_sources, k.rate_limits,
+	k.remaining, k.refill_interval, k.refill_amount, k.usage_epoch, k.refilled_at`
 
-// keyDest returns the scan destinations of keyColumns, followed by extra.
-func keyDest(k *keygate.Key, extra ...any) []any {
-	return append([]any{&k.ID, &k.OrgID, &k.UserID, &k.Name, &k.Type, &k.Environment,
-		&k.Scopes, &k.ProjectIDs, &k.RateLimitPerMinute, &k.Metadata, &k.Prefix, &k.Last4,
-		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources, &k.RateLimits}, extra...)
+// keyScan is a key being scanned: the refill's two columns become one
+// field.
+type keyScan struct {
+	k        keygate.Key
+	interval *string
+	amount   *int64
 }
 
-// normalizeKey puts the times pgx scanned (in the local zone) into UTC, so
-// both stores return values that compare equal with ==-minded tools.
-func normalizeKey(k *keygate.Key) {
+// dest returns the scan destinations of keyColumns, followed by extra.
+func (s *keyScan) dest(extra ...any) []any {
+	k := &s.k
+	return append([]any{&k.ID, &k.OrgID, &k.UserID, &k.Name, &k.Type, &k.Environment,
+		&k.Scopes, &k.ProjectIDs, &k.RateLimitPerMinute, &k.Metadata, &k.Prefix, &k.Last4,
+		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources,
+		&k.Remaining, &s.interval, &s.amount, &k.UsageEpoch, &k.RefilledAt}, extra...)
+}
+
+// key is the scanned key with its times in UTC (pgx scans them in the
+// local zone), so both stores return values that compare equal with
+// ==-minded tools.
+func (s *keyScan) key() keygate.Key {
+	k := s.k
 	k.CreatedAt = k.CreatedAt.UTC()
-	for _, p := range []**time.Time{&k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt} {
+	for _, p := range []**time.Time{&k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.RefilledAt} {
 		*p = utcPtr(*p)
 	}
 	if k.RateLimits == nil {
 		k.RateLimits = []keygate.RateLimit{}
 	}
+	if s.interval != nil && s.amount != nil {
+		k.Refill = &keygate.Refill{Interval: keygate.RefillInterval(*s.interval), Amount: *s.amount}
+	}
+	return k
 }
 
 func utcPtr(t *time.Time) *time.Time {
@@ -49,12 +66,20 @@ func utcPtr(t *time.Time) *time.Time {
 }
 
 func scanKey(row pgx.Row, extra ...any) (keygate.Key, error) {
-	var k keygate.Key
-	if err := row.Scan(keyDest(&k, extra...)...); err != nil {
+	var ks keyScan
+	if err := row.Scan(ks.dest(extra...)...); err != nil {
 		return keygate.Key{}, err
 	}
-	normalizeKey(&k)
-	return k, nil
+	return ks.key(), nil
+}
+
+// refillCols are a refill as its two nullable columns.
+func refillCols(r *keygate.Refill) (interval *string, amount *int64) {
+	if r == nil {
+		return nil, nil
+	}
+	i, a := string(r.Interval), r.Amount
+	return &i, &a
 }
 
 // recordColumns are the columns of a keygate.KeyRecord, in the order
@@ -97,16 +122,15 @@ func (s *Store) scanRecord(row pgx.Row, extra ...any) (*keygate.KeyRecord, error
 	rec := &keygate.KeyRecord{}
 	var orgDisabled bool
 	var tokenExpires *time.Time
-	var k keygate.Key
-	err := row.Scan(append(extra, keyDest(&k, &orgDisabled, &tokenExpires)...)...)
+	var ks keyScan
+	err := row.Scan(append(extra, ks.dest(&orgDisabled, &tokenExpires)...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keygate.ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	normalizeKey(&k)
-	rec.Key = k
+	rec.Key = ks.key()
 	rec.OrgDisabled = orgDisabled
 	rec.TokenExpiresAt = utcPtr(tokenExpires)
 	rec.LoadedAt = s.now()
@@ -305,15 +329,23 @@ func insertKey(ctx context.Context, nk store.NewKey, out *keygate.Key) func(tx p
 		if metadata == nil {
 			metadata = []byte("{}")
 		}
+		if nk.Debit != nil {
+			if err := debitUses(ctx, tx, *nk.Debit, now); err != nil {
+				return nil, err
+			}
+		}
+		remaining, refilledAt := store.NewKeyUsage(nk, now)
+		interval, amount := refillCols(nk.Refill)
 		var err error
 		k, err = scanKey(tx.QueryRow(ctx, `INSERT INTO api_keys AS k (id, org_id, user_id, name, type, environment,
-				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16::jsonb)
+				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits,
+				remaining, refill_interval, refill_amount, refilled_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16::jsonb, $17, $18, $19, $20)
 			RETURNING `+keyColumns,
 			nk.ID, nk.OrgID, nk.UserID, nk.Name, string(nk.Type), string(nk.Environment),
 			nonNil(nk.Scopes), nonNil(nk.ProjectIDs), nk.RateLimitPerMinute, string(metadata),
 			nk.Token.Prefix, nk.Token.Last4, now, truncPtr(nk.ExpiresAt), nonNil(nk.AllowedSources),
-			store.RateLimitsJSON(nk.RateLimits)))
+			store.RateLimitsJSON(nk.RateLimits), remaining, interval, amount, refilledAt))
 		switch pgCode(err) {
 		case uniqueViolation:
 			return nil, keygate.ErrConflict
@@ -352,6 +384,7 @@ func (s *Store) GetKey(ctx context.Context, orgID, id string) (keygate.Key, erro
 	if err != nil {
 		return keygate.Key{}, fmt.Errorf("postgres: get key %s: %w", id, err)
 	}
+	k.ApplyDueRefill(s.clock())
 	return k, nil
 }
 
@@ -382,18 +415,21 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		if err != nil {
 			return nil, err
 		}
+		old.ApplyDueRefill(now) // judged and written as it stands now
 		if u.Allowed != nil {
 			if err := u.Allowed(old); err != nil {
 				return nil, err
 			}
 		}
 		next := u.Apply(old, now)
+		interval, amount := refillCols(next.Refill)
 		k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys AS k SET name = $2, disabled_at = $3,
 				rate_limit_per_minute = $4, expires_at = $5, metadata = $6::jsonb, allowed_sources = $7,
-				rate_limits = $8::jsonb
+				rate_limits = $8::jsonb,
+				remaining = $9, refill_interval = $10, refill_amount = $11, usage_epoch = $12, refilled_at = $13
 			WHERE k.id = $1 RETURNING `+keyColumns,
 			id, next.Name, next.DisabledAt, next.RateLimitPerMinute, next.ExpiresAt, string(next.Metadata), nonNil(next.AllowedSources),
-			store.RateLimitsJSON(next.RateLimits)))
+			store.RateLimitsJSON(next.RateLimits), next.Remaining, interval, amount, next.UsageEpoch, next.RefilledAt))
 		if err != nil {
 			return nil, err
 		}
@@ -553,6 +589,9 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, 
 	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keygate.Key, error) { return scanKey(row) })
 	if err != nil {
 		return store.KeyPage{}, fmt.Errorf("postgres: list keys: %w", err)
+	}
+	for i := range keys {
+		keys[i].ApplyDueRefill(now)
 	}
 	return store.NewKeyPage(keys, limit), nil
 }

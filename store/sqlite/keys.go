@@ -19,7 +19,8 @@ import (
 func keyColumns(p string) string {
 	cols := []string{"id", "org_id", "user_id", "name", "type", "environment",
 		"scopes", "project_ids", "rate_limit_per_minute", "metadata", "prefix", "last4",
-		"created_at", "last_used_at", "expires_at", "disabled_at", "revoked_at", "allowed_sources", "rate_limits"}
+		"created_at", "last_used_at", "expires_at", "disabled_at", "revoked_at", "allowed_sources", "rate_limits",
+		"remaining", "refill_interval", "refill_amount", "usage_epoch", "refilled_at"}
 	for i, c := range cols {
 		cols[i] = p + c
 	}
@@ -34,12 +35,15 @@ type keyRow struct {
 	rate                               sql.NullInt64
 	created                            int64
 	lastUsed, expires, disabled, revok sql.NullInt64
+	remaining, amount, refilled        sql.NullInt64
+	interval                           sql.NullString
 }
 
 func (r *keyRow) dest(extra ...any) []any {
 	return append([]any{&r.k.ID, &r.k.OrgID, &r.k.UserID, &r.k.Name, &r.k.Type, &r.k.Environment,
 		&r.scopes, &r.projects, &r.rate, &r.metadata, &r.k.Prefix, &r.k.Last4,
-		&r.created, &r.lastUsed, &r.expires, &r.disabled, &r.revok, &r.srcs, &r.limits}, extra...)
+		&r.created, &r.lastUsed, &r.expires, &r.disabled, &r.revok, &r.srcs, &r.limits,
+		&r.remaining, &r.interval, &r.amount, &r.k.UsageEpoch, &r.refilled}, extra...)
 }
 
 func (r *keyRow) key() (keygate.Key, error) {
@@ -69,6 +73,14 @@ func (r *keyRow) key() (keygate.Key, error) {
 	k.ExpiresAt = fromNullUS(r.expires)
 	k.DisabledAt = fromNullUS(r.disabled)
 	k.RevokedAt = fromNullUS(r.revok)
+	if r.remaining.Valid {
+		n := r.remaining.Int64
+		k.Remaining = &n
+	}
+	if r.interval.Valid && r.amount.Valid {
+		k.Refill = &keygate.Refill{Interval: keygate.RefillInterval(r.interval.String), Amount: r.amount.Int64}
+	}
+	k.RefilledAt = fromNullUS(r.refilled)
 	return k, nil
 }
 
@@ -336,13 +348,21 @@ func insertKey(ctx context.Context, nk store.NewKey, out *keygate.Key) func(tx *
 			v := int64(*nk.RateLimitPerMinute)
 			rate = &v
 		}
+		if nk.Debit != nil {
+			if err := debitUses(ctx, tx, *nk.Debit, now); err != nil {
+				return nil, err
+			}
+		}
+		remaining, refilledAt := store.NewKeyUsage(nk, now)
+		interval, amount := refillCols(nk.Refill)
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, org_id, user_id, name, type, environment,
-				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, json(?), ?, ?, ?, ?, ?, ?)`,
+				scopes, project_ids, rate_limit_per_minute, metadata, prefix, last4, created_at, expires_at, allowed_sources, rate_limits,
+				remaining, refill_interval, refill_amount, refilled_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, json(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			nk.ID, nk.OrgID, nk.UserID, nk.Name, string(nk.Type), string(nk.Environment),
 			jsonStrings(nk.Scopes), jsonStrings(nk.ProjectIDs), rate, string(metadata),
 			nk.Token.Prefix, nk.Token.Last4, toUS(now), toUSPtr(truncPtr(nk.ExpiresAt)), jsonStrings(nk.AllowedSources),
-			store.RateLimitsJSON(nk.RateLimits))
+			store.RateLimitsJSON(nk.RateLimits), remaining, interval, amount, toUSPtr(refilledAt))
 		switch {
 		case isUnique(err):
 			return nil, keygate.ErrConflict
@@ -389,6 +409,7 @@ func (s *Store) GetKey(ctx context.Context, orgID, id string) (keygate.Key, erro
 	if err != nil {
 		return keygate.Key{}, fmt.Errorf("sqlite: get key %s: %w", id, err)
 	}
+	k.ApplyDueRefill(s.clock())
 	return k, nil
 }
 
@@ -427,6 +448,7 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 		if err != nil {
 			return nil, err
 		}
+		old.ApplyDueRefill(now) // judged and written as it stands now
 		if u.Allowed != nil {
 			if err := u.Allowed(old); err != nil {
 				return nil, err
@@ -438,11 +460,12 @@ func (s *Store) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpda
 			v := int64(*next.RateLimitPerMinute)
 			rate = &v
 		}
+		interval, amount := refillCols(next.Refill)
 		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ?, disabled_at = ?,
 				rate_limit_per_minute = ?, expires_at = ?, metadata = json(?), allowed_sources = ?,
-				rate_limits = ? WHERE id = ?`,
+				rate_limits = ?, remaining = ?, refill_interval = ?, refill_amount = ?, usage_epoch = ?, refilled_at = ? WHERE id = ?`,
 			next.Name, toUSPtr(next.DisabledAt), rate, toUSPtr(next.ExpiresAt), string(next.Metadata),
-			jsonStrings(next.AllowedSources), store.RateLimitsJSON(next.RateLimits), id); err != nil {
+			jsonStrings(next.AllowedSources), store.RateLimitsJSON(next.RateLimits), next.Remaining, interval, amount, next.UsageEpoch, toUSPtr(next.RefilledAt), id); err != nil {
 			return nil, err
 		}
 		if k, err = getKey(ctx, tx, id); err != nil {
@@ -609,6 +632,7 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeys) (store.KeyPage, 
 		if err != nil {
 			return store.KeyPage{}, fmt.Errorf("sqlite: list keys: %w", err)
 		}
+		k.ApplyDueRefill(now)
 		keys = append(keys, k)
 	}
 	if err := rows.Err(); err != nil {

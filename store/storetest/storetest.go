@@ -69,6 +69,12 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"ImportKeysStoresEachAsCreateDoesWithImportedAudit", testImportKeys},
 		{"ImportKeysConflictingHashWritesNothing", testImportConflict},
 		{"ImportKeysThousandInOneCall", testImportThousand},
+		{"UsageClaimTakesAtMostRemaining", testUsageClaimTakesAtMostRemaining},
+		{"UsageConcurrentClaimsNeverOverdraw", testUsageConcurrentClaimsNeverOverdraw},
+		{"UsageRefillOncePerPeriod", testUsageRefillOncePerPeriod},
+		{"UsageConcurrentClaimsRefillOnce", testUsageConcurrentClaimsRefillOnce},
+		{"UsageReturnOnlyInTheSameEpoch", testUsageReturnOnlyInTheSameEpoch},
+		{"UsageDebitInCreate", testUsageDebitInCreate},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
