@@ -214,6 +214,35 @@ func TestCheck_RateLimitedRequestSpendsNoUse(t *testing.T) {
 	}
 }
 
+// usage_exceeded is the last step (SPEC §3: rate limit → named rate
+// limit → usage_exceeded): a key both spent and rate-limited is
+// rate_limited, and a request usage_exceeded denies gives back the
+// tokens the rate limits took for it, main and named.
+func TestCheck_UsageDenialSpendsNoRateLimitToken(t *testing.T) {
+	lim, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, tok, _ := usageFixture(t, Config{Limiter: lim, DefaultRateLimit: 3}, 1, nil)
+	f.srv.cfg.Now = func() time.Time { return time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC) } // buckets do not refill meanwhile
+	h := map[string]string{"x-api-key": tok}
+	allowed(t, f.check("GET", h)) // the one use, and 1 of 3 tokens
+	for range 5 {
+		deniedWith(t, f.check("GET", h), 429, codes.ResourceExhausted, keygate.CodeUsageExceeded)
+	}
+	// The five denials took no token: two are left for routes that cost
+	// nothing, then the limit denies, ahead of usage_exceeded.
+	free := map[string]string{"keygate.cost": "0"}
+	for _, want := range []string{"1", "0"} {
+		resp := f.checkAt("GET", "/v1/free", h, free)
+		allowed(t, resp)
+		if got := hdr(resp.GetOkResponse().GetResponseHeadersToAdd(), "ratelimit-remaining"); got != want {
+			t.Errorf("ratelimit-remaining = %q, want %q: a usage_exceeded deny took a token", got, want)
+		}
+	}
+	deniedWith(t, f.check("GET", h), 429, codes.ResourceExhausted, keygate.CodeRateLimited)
+}
+
 // BenchmarkCheckFromTheWireUsageLimited is BenchmarkCheckFromTheWire for
 // a usage-limited key (remaining far beyond the run, no refill): the same
 // request, plus the usage step spending from this replica's lease (its

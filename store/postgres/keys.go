@@ -35,7 +35,7 @@ func (s *keyScan) dest(extra ...any) []any {
 	k := &s.k
 	return append([]any{&k.ID, &k.OrgID, &k.UserID, &k.Name, &k.Type, &k.Environment,
 		&k.Scopes, &k.ProjectIDs, &k.RateLimitPerMinute, &k.Metadata, &k.Prefix, &k.Last4,
-		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources,
+		&k.CreatedAt, &k.LastUsedAt, &k.ExpiresAt, &k.DisabledAt, &k.RevokedAt, &k.AllowedSources, &k.RateLimits,
 		&k.Remaining, &s.interval, &s.amount, &k.UsageEpoch, &k.RefilledAt}, extra...)
 }
 
