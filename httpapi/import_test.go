@@ -379,3 +379,34 @@ func TestImport_ForeignTokensNeedTheFlagNativeTokensKeepTheirChecksum(t *testing
 		})
 	}
 }
+
+// SPEC §9's bounds hold for every item of an import: a usage-limited
+// caller imports only usage-limited keys, pays for all of them in the
+// import's transaction (100 uses cannot import two keys of 60), and hands
+// on its named rate limits, none looser.
+func TestImport_UsageLimitedCallerPaysForEveryItem(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		n := int64(100)
+		caller, tok := e.key(manage.NewKey{Role: "owner", Remaining: &n,
+			RateLimits: []keygate.RateLimit{{Name: "search", Limit: 10, DurationSeconds: 60}}})
+		item := func(extra string) string { return importItem(foreignToken(t), extra) }
+		wantsFunc(t, e.importKeys(tok, importBody(item(`"remaining":60`), item(`"remaining":60`))), denied("keys[1].remaining"))
+		wantsFunc(t, e.importKeys(tok, importBody(item(`"remaining":10`), item(""))), denied("keys[1].remaining"))
+		wantsFunc(t, e.importKeys(tok, importBody(item(`"remaining":10,"rate_limits":[]`))), denied("keys[0].rate_limits"))
+		wantsFunc(t, e.importKeys(tok, importBody(item(`"remaining":10,"rate_limits":[{"name":"search","limit":20,"duration_seconds":120}]`))),
+			denied("keys[0].rate_limits"))
+		if got, err := e.st.GetKey(t.Context(), caller.OrgID, caller.ID); err != nil || *got.Remaining != 100 {
+			t.Fatalf("after refused imports the caller has %v uses (%v), want 100: a refused import paid", got.Remaining, err)
+		}
+		r := e.importKeys(tok, importBody(item(`"remaining":60`), item(`"remaining":40`)))
+		wantsFunc(t, r, ok201)
+		for _, k := range decode[httpapi.Data[[]httpapi.APIKey]](t, r).Data {
+			if len(k.RateLimits) != 1 || k.RateLimits[0] != (keygate.RateLimit{Name: "search", Limit: 10, DurationSeconds: 60}) {
+				t.Errorf("imported key %s has rate_limits %v, want the caller's", k.ID, k.RateLimits)
+			}
+		}
+		if got, err := e.st.GetKey(t.Context(), caller.OrgID, caller.ID); err != nil || *got.Remaining != 0 {
+			t.Errorf("after importing 60 + 40 the caller has %v uses (%v), want 0", got.Remaining, err)
+		}
+	})
+}

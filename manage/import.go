@@ -152,6 +152,10 @@ func (s *Service) importKeys(ctx context.Context, nks []store.NewKey, tokens []s
 		nks[i].ID, nks[i].Token = id, tokens[i]
 	}
 	keys, err := s.store.ImportKeys(ctx, nks, by)
+	var ie *store.ImportItemError
+	if errors.As(err, &ie) {
+		return nil, ItemError(ie.Index, ie.Err)
+	}
 	var ce *store.ImportConflictError
 	if errors.As(err, &ce) {
 		e := keygate.Errorf(keygate.CodeConflict, "keys[%d]: a key with this token hash exists already.", ce.Index)

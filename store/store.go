@@ -250,6 +250,20 @@ func (e *ImportConflictError) Error() string {
 // Unwrap makes the error a keygate.ErrConflict.
 func (e *ImportConflictError) Unwrap() error { return keygate.ErrConflict }
 
+// ImportItemError is ImportKeys refusing keys because item Index was
+// refused as CreateKey would refuse it (a Debit its creator cannot cover:
+// ErrInsufficientUses), so the caller can name the item.
+type ImportItemError struct {
+	Index int
+	Err   error
+}
+
+func (e *ImportItemError) Error() string {
+	return fmt.Sprintf("store: import item %d: %v", e.Index, e.Err)
+}
+
+func (e *ImportItemError) Unwrap() error { return e.Err }
+
 // KeyUpdate holds the fields of a key to change; nil fields stay as they
 // are. Clear* fields set the matching nullable column to null.
 type KeyUpdate struct {

@@ -38,6 +38,8 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 			case errors.Is(err, keygate.ErrConflict):
 				// A hash inserted by a concurrent write, or twice in ks.
 				return &store.ImportConflictError{Index: i}
+			case errors.Is(err, store.ErrInsufficientUses):
+				return &store.ImportItemError{Index: i, Err: err}
 			case err != nil:
 				return fmt.Errorf("key %s: %w", ks[i].ID, err)
 			}

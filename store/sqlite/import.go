@@ -30,6 +30,8 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 		switch {
 		case errors.Is(err, keygate.ErrConflict):
 			return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), &store.ImportConflictError{Index: i})
+		case errors.Is(err, store.ErrInsufficientUses):
+			return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), &store.ImportItemError{Index: i, Err: err})
 		case err != nil:
 			return nil, fmt.Errorf("sqlite: import key %s: %w", ks[i].ID, err)
 		}
