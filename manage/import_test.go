@@ -76,3 +76,29 @@ func TestImportKeys_CLIChecksEveryItemFirst(t *testing.T) {
 		t.Errorf("stored %+v, want the keys create defaults", got)
 	}
 }
+
+// Every optional member of an item reaches the stored key on the CLI's
+// import too, which builds the key by hand rather than through
+// createKeyAs: a member it forgot would be silently dropped.
+func TestImportKeys_CLIKeepsEveryMember(t *testing.T) {
+	st := newFakeStore()
+	s := newService(st)
+	user, token := "alice", "legacy-token-cccccccc"
+	rem := int64(50)
+	limits := []keygate.RateLimit{{Name: "search", Limit: 5, DurationSeconds: 60}}
+	srcs := []string{"10.0.0.0/8"}
+	it := ImportItem{CreateRequest: CreateRequest{Name: "legacy", UserID: &user,
+		Remaining:      Nullable[int64]{Set: true, Value: rem},
+		Refill:         Nullable[keygate.Refill]{Set: true, Value: keygate.Refill{Interval: keygate.RefillMonthly, Amount: 50}},
+		RateLimits:     &limits,
+		AllowedSources: &srcs,
+	}, Hash: FormatTokenHash(sha256.Sum256([]byte(token))), Prefix: token[:6], Last4: token[len(token)-4:]}
+	if _, err := s.ImportKeys(context.Background(), "acme", []ImportItem{it}, keygate.Actor{}); err != nil {
+		t.Fatal(err)
+	}
+	got := st.created[0]
+	if got.Remaining == nil || *got.Remaining != 50 || got.Refill == nil || got.Refill.Amount != 50 ||
+		len(got.RateLimits) != 1 || got.RateLimits[0] != limits[0] || len(got.AllowedSources) != 1 {
+		t.Errorf("stored %+v: an item member was dropped", got)
+	}
+}
