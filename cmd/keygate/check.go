@@ -34,12 +34,14 @@ type checkCmd struct {
 	Method  string        `default:"GET" help:"HTTP method of the request."`
 	Path    string        `default:"/" help:"HTTP path of the request, with any query."`
 	Header  []string      `short:"H" sep:"none" placeholder:"'NAME: VALUE'" help:"Another request header; repeat for several."`
+	Ext     []string      `name:"ext" sep:"none" placeholder:"NAME=VALUE" help:"A context extension, as an Envoy route sets it (keygate.scope=admin, keygate.cost=5, keygate.ratelimit=search); repeat for several."`
 	Timeout time.Duration `default:"5s" help:"How long to wait for keygate, connecting included."`
 	TLSCA   string        `name:"tls-ca" placeholder:"FILE" help:"Connect over TLS, verifying keygate against this CA (PEM)."`
 	TLSCert string        `name:"tls-cert" placeholder:"FILE" help:"Client certificate (PEM) for mTLS; with --tls-key."`
 	TLSKey  string        `name:"tls-key" placeholder:"FILE" help:"Client private key (PEM) for mTLS; with --tls-cert."`
 
 	headers   map[string]string
+	ext       map[string]string
 	creds     credentials.TransportCredentials
 	tlsConfig *tls.Config // nil without TLS
 }
@@ -79,6 +81,19 @@ func (c *checkCmd) Validate() error {
 			value = prev + "," + value
 		}
 		c.headers[name] = value
+	}
+	for _, x := range c.Ext {
+		name, value, ok := strings.Cut(x, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("--ext %q: want NAME=VALUE", x)
+		}
+		if _, dup := c.ext[name]; dup {
+			return fmt.Errorf("--ext %q: %s given twice", x, name)
+		}
+		if c.ext == nil {
+			c.ext = map[string]string{}
+		}
+		c.ext[name] = value
 	}
 	return nil
 }
@@ -153,6 +168,7 @@ func (c *checkCmd) request() *authv3.CheckRequest {
 			Id: headers["x-request-id"], Method: c.Method, Path: c.Path, Host: host, Scheme: "http",
 			Protocol: "HTTP/1.1", Headers: headers,
 		}},
+		ContextExtensions: c.ext,
 	}}
 }
 

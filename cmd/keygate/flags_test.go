@@ -82,6 +82,9 @@ func TestFlags_BadConfigurationIsOneLineNamingTheFlag(t *testing.T) {
 		{"check with malformed header", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "-H", "no colon"}, "-H"},
 		{"check with empty header name", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "-H", ": v"}, "-H"},
 		{"check with bad path", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "--path", "v1"}, "--path"},
+		{"check with ext without =", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "--ext", "keygate.cost"}, "--ext"},
+		{"check with ext without name", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "--ext", "=5"}, "--ext"},
+		{"check with ext twice", nil, []string{"check", "--addr", "127.0.0.1:1", "--key", "k", "--ext", "keygate.cost=1", "--ext", "keygate.cost=2"}, "--ext"},
 		{"healthcheck with bad url", nil, []string{"healthcheck", "--url", "localhost:8001"}, "--url"},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +44,26 @@ func TestKeysCreate_RemainingAndRefill(t *testing.T) {
 		case tt.interval != "" && (out.Data.Refill == nil || out.Data.Refill.Interval != tt.interval || out.Data.Refill.Amount != tt.amount):
 			t.Errorf("%v: refill %+v, want %s:%d", tt.args, out.Data.Refill, tt.interval, tt.amount)
 		}
+	}
+}
+
+// A route's cost and named limit reach the decision through check --ext
+// as through an Envoy route's context_extensions: a key created with
+// --remaining and --limit spends and is limited only where the route says.
+func TestCheck_ExtSelectsCostAndNamedLimit(t *testing.T) {
+	e := backends[0].env(t)
+	token := createKey(t, e, "--org", "acme", "--user", "alice", "--name", "metered", "--remaining", "1", "--limit", "search=1/1m")
+	s := serve(t, e)
+	if r := check(t, s, token, "--path", "/v1/search", "--ext", "keygate.ratelimit=search"); r.code != 0 || !strings.Contains(r.stdout, "x-keygate-remaining: 0") {
+		t.Fatalf("first check: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := check(t, s, token, "--path", "/v1/search", "--ext", "keygate.ratelimit=search", "--ext", "keygate.cost=0"); r.code != 1 || !strings.Contains(r.stdout, "rate_limited") {
+		t.Fatalf("second check on the search route: exit %d, want rate_limited\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := check(t, s, token, "--path", "/v1/things", "--ext", "keygate.cost=0"); r.code != 0 {
+		t.Fatalf("a free route without the named limit: exit %d, want allowed\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := check(t, s, token, "--path", "/v1/things"); r.code != 1 || !strings.Contains(r.stdout, "usage_exceeded") {
+		t.Fatalf("a route of cost 1 with no uses left: exit %d, want usage_exceeded\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
