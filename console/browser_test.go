@@ -674,6 +674,7 @@ func TestBrowser_KeysViewFitsCommonScreens(t *testing.T) {
 	tb.do(chromedp.Navigate(s.url("/console")))
 	tb.signIn(adminToken)
 	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 6`)
+	tb.waitFor("every row's chart", `[...document.querySelectorAll('#keys-body canvas.spark')].every((c) => c.dataset.drawn === 'true')`)
 	for _, sc := range screens {
 		size := fmt.Sprintf("%dx%d", sc.width, sc.height)
 		tb.do(chromedp.EmulateViewport(sc.width, sc.height))
