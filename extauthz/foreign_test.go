@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keygate/keygate"
@@ -122,34 +121,5 @@ func BenchmarkCheckForeignTokenFromTheWire(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100, ForeignTokens: true})
-	headers := benchHeaders(token)
-	headers[":path"] = "/v1/things"
-	req := checkRequest("GET", "/v1/things", headers)
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	warm(srv, []*authv3.CheckRequest{req})
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			in := checkInputs.Get().(*checkInput)
-			if err := decodeCheckRequest(raw, in); err != nil {
-				b.Fatal(err)
-			}
-			w, _ := srv.checkWire(ctx, in)
-			in.reset()
-			checkInputs.Put(in)
-			if w.b[0] != tagCheckResponseStatus || w.b[1] != 0 {
-				b.Fatal("not an allow")
-			}
-			out, err := wireCodec{}.Marshal(w)
-			if err != nil {
-				b.Fatal(err)
-			}
-			out.Free()
-		}
-	})
+	runWire(b, srv, wireRequest(b, srv, token, nil))
 }

@@ -1,13 +1,8 @@
 package extauthz
 
 import (
-	"context"
 	"testing"
 	"time"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/policy"
@@ -49,46 +44,11 @@ func BenchmarkCheckNamedLimit(b *testing.B) {
 				b.Fatal(err)
 			}
 			srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100})
-			headers := benchHeaders(tok)
-			for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
-				":scheme": "https", "x-forwarded-for": "203.0.113.7"} {
-				headers[k] = v
-			}
-			req := checkRequest("GET", "/v1/things", headers)
-			req.Attributes.Source = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-				SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 50000}},
-			}}}
-			req.Attributes.ContextExtensions = map[string]string{"keygate.scope": "read"}
+			var ext map[string]string
 			if tc.route != "" {
-				req.Attributes.ContextExtensions[policy.ExtRateLimit] = tc.route
+				ext = map[string]string{policy.ExtRateLimit: tc.route}
 			}
-			raw, err := proto.Marshal(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			warm(srv, []*authv3.CheckRequest{req})
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					in := checkInputs.Get().(*checkInput)
-					if err := decodeCheckRequest(raw, in); err != nil {
-						b.Fatal(err)
-					}
-					w, _ := srv.checkWire(ctx, in)
-					in.reset()
-					checkInputs.Put(in)
-					if w.b[0] != tagCheckResponseStatus || w.b[1] != 0 {
-						b.Fatal("not an allow")
-					}
-					out, err := wireCodec{}.Marshal(w)
-					if err != nil {
-						b.Fatal(err)
-					}
-					out.Free()
-				}
-			})
+			runWire(b, srv, wireRequest(b, srv, tok, ext))
 		})
 	}
 }

@@ -285,43 +285,7 @@ func benchWireKind(b *testing.B, remaining int64, cost string) {
 	}
 	mem := &memUses{remaining: remaining}
 	srv := benchServer(b, f, Config{Limiter: lim, DefaultRateLimit: 100, Uses: keyusage.New(keyusage.Config{Store: mem})})
-	headers := benchHeaders(tok)
-	for k, v := range map[string]string{":authority": "api.example", ":method": "GET", ":path": "/v1/things",
-		":scheme": "https", "x-forwarded-for": "203.0.113.7"} {
-		headers[k] = v
-	}
-	req := checkRequest("GET", "/v1/things", headers)
-	req.Attributes.Source = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-		SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 50000}},
-	}}}
-	req.Attributes.ContextExtensions = map[string]string{"keygate.scope": "read", "keygate.cost": cost}
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	warm(srv, []*authv3.CheckRequest{req})
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			in := checkInputs.Get().(*checkInput)
-			if err := decodeCheckRequest(raw, in); err != nil {
-				b.Fatal(err)
-			}
-			w, _ := srv.checkWire(ctx, in)
-			in.reset()
-			checkInputs.Put(in)
-			if w.b[0] != tagCheckResponseStatus || w.b[1] != 0 {
-				b.Fatal("not an allow")
-			}
-			out, err := wireCodec{}.Marshal(w)
-			if err != nil {
-				b.Fatal(err)
-			}
-			out.Free()
-		}
-	})
+	runWire(b, srv, wireRequest(b, srv, tok, map[string]string{"keygate.cost": cost}))
 	b.StopTimer()
 	if limited {
 		b.ReportMetric(float64(mem.claims)/float64(b.N), "claims/op")
