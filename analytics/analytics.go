@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/internal/flushloop"
 	"github.com/keygate/keygate/store"
 )
 
@@ -158,23 +159,7 @@ func (c *Counter) add(b bucket, n counts) {
 // Run flushes every interval until ctx ends, then flushes what is pending
 // once more (the graceful-shutdown flush) and returns.
 func (c *Counter) Run(ctx context.Context) error {
-	tick := time.NewTicker(c.cfg.Interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FlushTimeout)
-			defer cancel()
-			if err := c.Flush(fctx); err != nil {
-				c.cfg.Logger.Error("usage analytics: final flush failed; those counts are lost", "err", err)
-			}
-			return nil
-		case <-tick.C:
-			if err := c.Flush(ctx); err != nil && ctx.Err() == nil {
-				c.cfg.Logger.Warn("usage analytics: flush failed; retrying at the next interval", "err", err)
-			}
-		}
-	}
+	return flushloop.Run(ctx, c.cfg.Interval, c.cfg.FlushTimeout, c.Flush, c.cfg.Logger, "usage analytics")
 }
 
 // Flush writes every pending count, in batches of at most BatchSize rows.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keygate/keygate/internal/flushloop"
 	"github.com/keygate/keygate/store"
 )
 
@@ -104,23 +105,7 @@ func (t *Tracker) Record(id string, at time.Time) {
 // Run flushes every interval until ctx ends, then flushes what is pending
 // once more (the graceful-shutdown flush) and returns.
 func (t *Tracker) Run(ctx context.Context) error {
-	tick := time.NewTicker(t.cfg.Interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.cfg.FlushTimeout)
-			defer cancel()
-			if err := t.Flush(fctx); err != nil {
-				t.cfg.Logger.Error("last-used: final flush failed; those times are lost", "err", err)
-			}
-			return nil
-		case <-tick.C:
-			if err := t.Flush(ctx); err != nil && ctx.Err() == nil {
-				t.cfg.Logger.Warn("last-used: flush failed; retrying at the next interval", "err", err)
-			}
-		}
-	}
+	return flushloop.Run(ctx, t.cfg.Interval, t.cfg.FlushTimeout, t.Flush, t.cfg.Logger, "last-used")
 }
 
 // Flush writes every pending use, in batches of at most BatchSize keys. On
