@@ -52,6 +52,14 @@ const (
 	Day  Granularity = "day"
 )
 
+// Table is the table both stores keep the buckets of g in.
+func (g Granularity) Table() string {
+	if g == Day {
+		return "usage_daily"
+	}
+	return "usage_hourly"
+}
+
 // Truncate rounds t down to the start of its bucket, in UTC.
 func (g Granularity) Truncate(t time.Time) time.Time {
 	t = t.UTC()

@@ -73,20 +73,13 @@ func (s *Store) RecordUsage(ctx context.Context, counts []store.UsageCount) erro
 	return nil
 }
 
-func usageTable(g store.Granularity) string {
-	if g == store.Day {
-		return "usage_daily"
-	}
-	return "usage_hourly"
-}
-
 // Usage implements store.UsageStore.
 func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageBucket, error) {
 	var sums []string
 	for _, c := range usageCols {
 		sums = append(sums, "sum("+c+")::bigint")
 	}
-	sel := `SELECT start, ` + strings.Join(sums, ", ") + ` FROM ` + usageTable(q.Granularity)
+	sel := `SELECT start, ` + strings.Join(sums, ", ") + ` FROM ` + q.Granularity.Table()
 	var rows pgx.Rows
 	var err error
 	if q.KeyID != "" {
@@ -134,7 +127,7 @@ func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageBuc
 
 // TopKeys implements store.UsageStore.
 func (s *Store) TopKeys(ctx context.Context, q store.UsageQuery, n int) ([]store.KeyAllowed, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT key_id, sum(allowed)::bigint AS a FROM `+usageTable(q.Granularity)+`
+	rows, _ := s.pool.Query(ctx, `SELECT key_id, sum(allowed)::bigint AS a FROM `+q.Granularity.Table()+`
 		WHERE org_id = $1 AND start >= $2 AND start < $3
 		GROUP BY key_id HAVING sum(allowed) > 0 ORDER BY a DESC, key_id LIMIT $4`, q.OrgID, q.From, q.To, n)
 	top, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.KeyAllowed, error) {

@@ -78,20 +78,13 @@ func (s *Store) RecordUsage(ctx context.Context, counts []store.UsageCount) erro
 	return nil
 }
 
-func usageTable(g store.Granularity) string {
-	if g == store.Day {
-		return "usage_daily"
-	}
-	return "usage_hourly"
-}
-
 // Usage implements store.UsageStore.
 func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageBucket, error) {
 	var sums []string
 	for _, c := range usageCols {
 		sums = append(sums, "sum("+c+")")
 	}
-	sel := `SELECT start, ` + strings.Join(sums, ", ") + ` FROM ` + usageTable(q.Granularity)
+	sel := `SELECT start, ` + strings.Join(sums, ", ") + ` FROM ` + q.Granularity.Table()
 	var (
 		rows *sql.Rows
 		err  error
@@ -140,7 +133,7 @@ func (s *Store) Usage(ctx context.Context, q store.UsageQuery) ([]store.UsageBuc
 
 // TopKeys implements store.UsageStore.
 func (s *Store) TopKeys(ctx context.Context, q store.UsageQuery, n int) ([]store.KeyAllowed, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key_id, sum(allowed) AS a FROM `+usageTable(q.Granularity)+`
+	rows, err := s.db.QueryContext(ctx, `SELECT key_id, sum(allowed) AS a FROM `+q.Granularity.Table()+`
 		WHERE org_id = ? AND start >= ? AND start < ?
 		GROUP BY key_id HAVING sum(allowed) > 0 ORDER BY a DESC, key_id LIMIT ?`, q.OrgID, toUS(q.From), toUS(q.To), n)
 	if err != nil {
