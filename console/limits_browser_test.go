@@ -2,6 +2,7 @@ package console
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +13,23 @@ import (
 
 // nnbsp groups digits in the console's counts ("50 000").
 const nnbsp = "\u202f"
+
+// grouped writes n as the console does: digits grouped by three with
+// nnbsp from five digits on.
+func grouped(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if len(s) < 5 {
+		return s
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteString(nnbsp)
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
 
 // TestBrowser_UsageLimitsInFormListAndView sets and reads SPEC §9's usage
 // limits through the console against a real keygate serve: a key created
@@ -121,6 +139,7 @@ func TestBrowser_UsageLimitsInFormListAndView(t *testing.T) {
 	tb.setValue("edit-remaining", "300")
 	tb.setValue("edit-refill-interval", "monthly")
 	tb.setValue("edit-refill-amount", "50000")
+	tb.screenshot("edit-form-limits")
 	tb.click("edit-submit")
 	tb.waitFor("the edit", `!document.getElementById('edit-dialog').open && `+hint+` && `+hint+`.textContent === '300 uses left'`)
 	if got := apiUsageLimit(t, s, adminToken, partnerID); got != "300 monthly:50000" {

@@ -173,15 +173,19 @@ function keyRow(k) {
 }
 
 // statusCell is a key's status and, for a usage-limited key, its uses
-// left in small type under it (the refill in its title).
+// left in small type under it (the refill in its title). A long count
+// breaks the line before "uses left", never inside itself, so the column
+// stays as narrow as the table needs to fit a 1280-pixel screen.
 function statusCell(k) {
   const td = el('td', { class: 'status-cell' }, el('span', { class: 'status status-' + k.status }, k.status));
   if (usageLimited(k)) {
+    const words = usesLeft(k);
+    const n = words.indexOf(' use');
     td.append(el('span', {
       class: k.remaining === 0 ? 'uses exhausted' : 'uses',
       'data-remaining': String(k.remaining),
-      title: usesLeft(k) + (k.refill ? '; refills ' + refillText(k.refill) : '; no refill'),
-    }, usesLeft(k)));
+      title: words + (k.refill ? '; refills ' + refillText(k.refill) : '; no refill'),
+    }, el('span', {}, words.slice(0, n)), ' ', el('span', {}, words.slice(n + 1))));
   }
   return td;
 }
