@@ -159,12 +159,28 @@ func TestBrowser_UsageLimitsInFormListAndView(t *testing.T) {
 		t.Errorf("after clearing the limits the key has %s, want unlimited none", got)
 	}
 
-	// A key made by the CLI with named limits.
+	tb.click("usage-" + partnerID)
+	tb.waitFor("the usage view", `!document.getElementById('usage-view').hidden && document.getElementById('usage-chart').dataset.drawn === 'true'`)
+	if got := tb.limitsShown(); got != "unlimited|none|none" {
+		t.Errorf("usage view of a key without limits: %q, want unlimited|none|none", got)
+	}
+	tb.click("usage-back")
+	tb.waitFor("the keys view", `!document.getElementById('keys-view').hidden`)
+
+	// A key made by the CLI with named limits, whose uses changed since
+	// the list was loaded: the usage view shows the API's number now, and
+	// the row follows.
+	if code, body := api(t, s, adminToken, "PATCH", "/v1/api-keys/"+searchID, map[string]any{"remaining": 3}); code != 200 {
+		t.Fatalf("PATCH remaining: %d %v", code, body)
+	}
 	tb.click("usage-" + searchID)
 	tb.waitFor("the usage view", `!document.getElementById('usage-view').hidden && document.getElementById('usage-chart').dataset.drawn === 'true'`)
-	if got := tb.limitsShown(); got != "5|daily to 5|bulk: 1000 per 24 h, search: 10 per 60 s" {
+	tb.waitFor("the key's uses as the API has them", `document.getElementById('usage-remaining').textContent === '3'`)
+	if got := tb.limitsShown(); got != "3|daily to 5|bulk: 1000 per 24 h, search: 10 per 60 s" {
 		t.Errorf("usage view of the CLI's key: %q", got)
 	}
+	searchHint := fmt.Sprintf(`document.querySelector('tr[data-key-id=%q] .uses').textContent`, searchID)
+	tb.waitFor("the row's fresh uses", searchHint+` === '3 uses left'`)
 	if got := eval[string](tb, `[...document.querySelectorAll('#usage-rate-limits .limit')].map((e) => e.dataset.limit).join(',')`); got != "bulk,search" {
 		t.Errorf("named limits shown: %q, want bulk,search", got)
 	}
