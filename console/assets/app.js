@@ -427,30 +427,29 @@ function clearFieldErrors(form) {
   }
 }
 
-// fieldOf finds a form's field for an error's param: the controls to mark
-// and where the message goes, or null (the error box alone shows it).
-// prefix is the form's ("create", "edit").
-const paramFields = {
-  'name': ['name'],
-  'scopes': ['scopes'],
-  'project_ids': ['projects'],
-  'expires_in': ['expiry'],
-  'expires_at': ['expires-at'],
-  'rate_limit_per_minute': ['rate'],
-  'user_id': ['user'],
-  'allowed_sources': ['sources'],
-  'metadata': ['metadata'],
-  'remaining': ['remaining'],
-  'refill.interval': ['refill-interval'],
-  'refill.amount': ['refill-amount'],
-  'refill': ['refill-amount', 'refill-interval'], // a refill beyond the caller's
-};
+// paramFields maps the API's error params to the controls that set them
+// (their ids after the form's prefix).
+const paramFields = new Map([
+  ['name', ['name']],
+  ['scopes', ['scopes']],
+  ['project_ids', ['projects']],
+  ['expires_in', ['expiry']],
+  ['expires_at', ['expires-at']],
+  ['rate_limit_per_minute', ['rate']],
+  ['user_id', ['user']],
+  ['allowed_sources', ['sources']],
+  ['metadata', ['metadata']],
+  ['remaining', ['remaining']],
+  ['refill.interval', ['refill-interval']],
+  ['refill.amount', ['refill-amount']],
+  ['refill', ['refill-amount', 'refill-interval']], // a refill beyond the caller's
+]);
 
 // fieldOf lists the controls of a form that an error's param names, or
 // null (the error box alone shows it). prefix is the form's ("create",
 // "edit").
 function fieldOf(prefix, param) {
-  const ids = (paramFields[param] || []).map((n) => prefix + '-' + n);
+  const ids = (paramFields.get(param) || []).map((n) => prefix + '-' + n);
   if (ids.length === 0 || ids.some((id) => document.getElementById(id) === null)) {
     return null;
   }
