@@ -633,12 +633,14 @@ func TestBrowser_KeysViewFitsCommonScreens(t *testing.T) {
 	used := []string{adminToken,
 		k.createKey(t, "--org", "acme", "--user", "alice", "--role", "member", "--name", "Alice's laptop"),
 		k.createKey(t, "--org", "acme", "--user", "svc-reporting", "--role", "member", "--name", "Nightly export to the data warehouse",
-			"--project", "proj_reports", "--project", "proj_billing", "--expires-in", "90d", "--rate-limit", "600"),
+			"--project", "proj_reports", "--project", "proj_billing", "--expires-in", "90d", "--rate-limit", "600",
+			"--remaining", "1250000", "--refill", "monthly:1250000"),
 		k.createKey(t, "--org", "acme", "--user", "ci-bot", "--role", "member", "--name", "CI pipeline (prod)",
 			"--project", "proj_api", "--project", "proj_web", "--expires-in", "30d"),
 	}
 	k.createKey(t, "--org", "acme", "--user", "alice", "--type", "publishable", "--name", "Checkout widget")
-	k.createKey(t, "--org", "acme", "--user", "admin", "--role", "viewer", "--env", "test", "--name", "Staging smoke tests")
+	k.createKey(t, "--org", "acme", "--user", "admin", "--role", "viewer", "--env", "test", "--name", "Staging smoke tests",
+		"--remaining", "0", "--refill", "daily:200")
 	s := serve(t, k, "--last-used-flush", "100ms")
 	for _, token := range used {
 		s.check(t, token)
@@ -675,6 +677,9 @@ func TestBrowser_KeysViewFitsCommonScreens(t *testing.T) {
 	tb.signIn(adminToken)
 	tb.waitFor("the keys table", `document.querySelectorAll('#keys-body tr').length === 6`)
 	tb.waitFor("every row's chart", `[...document.querySelectorAll('#keys-body canvas.spark')].every((c) => c.dataset.drawn === 'true')`)
+	if n := eval[int](tb, `document.querySelectorAll('#keys-body .uses').length`); n != 2 {
+		t.Errorf("%d rows say how many uses they have left, want 2 (the usage-limited keys)", n)
+	}
 	for _, sc := range screens {
 		size := fmt.Sprintf("%dx%d", sc.width, sc.height)
 		tb.do(chromedp.EmulateViewport(sc.width, sc.height))

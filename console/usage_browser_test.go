@@ -23,7 +23,7 @@ func TestBrowser_UsageChartsAndView(t *testing.T) {
 	k := keygate{bin: buildKeygate(t), env: []string{"KEYGATE_DATABASE_URL=" + pgtest.NewDatabase(t)}}
 	adminToken := k.createKey(t, "--org", "acme", "--user", "admin", "--role", "admin", "--name", "Admin console")
 	export := k.createKey(t, "--org", "acme", "--user", "svc-reporting", "--role", "viewer", "--name", "Nightly export",
-		"--rate-limit", "5")
+		"--rate-limit", "5", "--remaining", "50000", "--refill", "monthly:50000", "--limit", "search=10/1m", "--limit", "bulk=2/1h")
 	mobile := k.createKey(t, "--org", "acme", "--user", "alice", "--role", "member", "--name", "Mobile app")
 	k.createKey(t, "--org", "acme", "--user", "bob", "--role", "member", "--name", "Unused key")
 	s := serve(t, k, "--last-used-flush", "100ms")
@@ -107,6 +107,17 @@ func TestBrowser_UsageChartsAndView(t *testing.T) {
 	}
 	if title := tb.text("usage-title"); title != "Usage of Nightly export" {
 		t.Errorf("title %q", title)
+	}
+	// Its limits, with the uses left as the API has them now (the 5
+	// allowed Checks spent some, more while a replica holds a lease).
+	tb.waitFor("the key's fresh limits", `document.getElementById('usage-remaining').textContent !== ''`)
+	if got, want := tb.limitsShown(), "|monthly to 50"+nnbsp+"000|5 per minute, bulk: 2 per 1 h, search: 10 per 60 s"; !strings.HasSuffix(got, want) {
+		t.Errorf("the usage view's limits: %q, want …%q", got, want)
+	}
+	_, fresh := api(t, s, adminToken, "GET", "/v1/api-keys/"+exportID, nil)
+	remaining, _ := fresh["data"].(map[string]any)["remaining"].(float64)
+	if got, want := tb.text("usage-remaining"), grouped(int64(remaining)); remaining >= 50000 || got != want {
+		t.Errorf("uses left shown %q, want the API's %v, below 50 000", got, remaining)
 	}
 	shot := tb.screenshot("usage-1280x800")
 

@@ -90,6 +90,10 @@ export class Client {
     return call(this.key, 'GET', '/v1/api-keys' + query({ status, cursor, limit }));
   }
 
+  getKey(id) {
+    return call(this.key, 'GET', '/v1/api-keys/' + encodeURIComponent(id));
+  }
+
   createKey(body) {
     return call(this.key, 'POST', '/v1/api-keys', body);
   }

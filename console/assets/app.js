@@ -6,6 +6,7 @@
 import { APIError, Client } from './api.js';
 import { $, clear, el, formatTime, fromLocalInput, hideError, parseMetadata, showError, toLocalInput } from './dom.js';
 import { UsageView, spark } from './usage.js';
+import { refillText, usageLimited, usesLeft } from './limits.js';
 
 const SESSION_KEY = 'keygate.console.key';
 const PAGE_SIZE = 20;
@@ -163,12 +164,30 @@ function keyRow(k) {
     el('td', { class: 'scopes' }, (k.scopes || []).join(', ') || 'none'),
     el('td', {}, projects),
     el('td', { class: 'sources' }, sources),
-    el('td', {}, el('span', { class: 'status status-' + k.status }, k.status)),
+    statusCell(k),
     el('td', {}, formatTime(k.created_at)),
     el('td', { class: 'last-used' }, formatTime(k.last_used_at), spark(state.client.key, k)),
     el('td', {}, formatTime(k.expires_at)),
     actions,
   );
+}
+
+// statusCell is a key's status and, for a usage-limited key, its uses
+// left in small type under it (the refill in its title). A long count
+// breaks the line before "uses left", never inside itself, so the column
+// stays as narrow as the table needs to fit a 1280-pixel screen.
+function statusCell(k) {
+  const td = el('td', { class: 'status-cell' }, el('span', { class: 'status status-' + k.status }, k.status));
+  if (usageLimited(k)) {
+    const words = usesLeft(k);
+    const n = words.indexOf(' use');
+    td.append(el('span', {
+      class: k.remaining === 0 ? 'uses exhausted' : 'uses',
+      'data-remaining': String(k.remaining),
+      title: words + (k.refill ? '; refills ' + refillText(k.refill) : '; no refill'),
+    }, el('span', {}, words.slice(0, n)), ' ', el('span', {}, words.slice(n + 1))));
+  }
+  return td;
 }
 
 function rowOf(id) {
@@ -337,9 +356,7 @@ function openCreate() {
   const form = $('create-form');
   form.reset();
   hideError($('create-error'));
-  for (const e of form.querySelectorAll('[aria-invalid]')) {
-    e.removeAttribute('aria-invalid');
-  }
+  clearFieldErrors(form);
   // Every scope of the caller is offered; all but admin are ticked, so
   // "Create" never mints an admin key unless admin was chosen.
   const list = $('create-scopes-list');
@@ -360,11 +377,110 @@ function openCreate() {
   $('create-name').focus();
 }
 
-// invalid marks a field and throws the message for the form's error box.
-function invalid(id, message) {
+// anchorOf is what a field's message goes after: the field's hint (of
+// the pair of controls it is in, for a refill), or the control itself.
+function anchorOf(id) {
   const e = $(id);
-  e.setAttribute('aria-invalid', 'true');
-  e.focus();
+  const box = e.closest('.pair') || e;
+  const hint = document.getElementById(id + '-hint');
+  if (hint !== null) {
+    return hint;
+  }
+  const next = box.nextElementSibling;
+  return next !== null && next.classList.contains('hint') ? next : box;
+}
+
+// fieldError shows message under a field: each of controls gets
+// aria-invalid and points at the message (aria-describedby), which goes
+// after the first control's anchor.
+function fieldError(controls, message) {
+  const id = controls[0] + '-error';
+  let p = document.getElementById(id);
+  if (p === null) {
+    p = el('p', { id, class: 'field-error' });
+    anchorOf(controls[0]).after(p);
+  }
+  p.textContent = message;
+  for (const c of controls) {
+    const e = $(c);
+    e.setAttribute('aria-invalid', 'true');
+    const ids = (e.getAttribute('aria-describedby') || '').split(' ').filter((s) => s !== '' && s !== id);
+    e.setAttribute('aria-describedby', [...ids, id].join(' '));
+  }
+}
+
+// clearFieldErrors undoes every fieldError in form.
+function clearFieldErrors(form) {
+  for (const p of form.querySelectorAll('.field-error')) {
+    for (const e of form.querySelectorAll('[aria-describedby~="' + p.id + '"]')) {
+      const ids = e.getAttribute('aria-describedby').split(' ').filter((s) => s !== '' && s !== p.id);
+      if (ids.length > 0) {
+        e.setAttribute('aria-describedby', ids.join(' '));
+      } else {
+        e.removeAttribute('aria-describedby');
+      }
+    }
+    p.remove();
+  }
+  for (const e of form.querySelectorAll('[aria-invalid]')) {
+    e.removeAttribute('aria-invalid');
+  }
+}
+
+// paramFields maps the API's error params to the controls that set them
+// (their ids after the form's prefix).
+const paramFields = new Map([
+  ['name', ['name']],
+  ['scopes', ['scopes']],
+  ['project_ids', ['projects']],
+  ['expires_in', ['expiry']],
+  ['expires_at', ['expires-at']],
+  ['rate_limit_per_minute', ['rate']],
+  ['user_id', ['user']],
+  ['allowed_sources', ['sources']],
+  ['metadata', ['metadata']],
+  ['remaining', ['remaining']],
+  ['refill.interval', ['refill-interval']],
+  ['refill.amount', ['refill-amount']],
+  ['refill', ['refill-amount', 'refill-interval']], // a refill beyond the caller's
+]);
+
+// fieldOf lists the controls of a form that an error's param names, or
+// null (the error box alone shows it). prefix is the form's ("create",
+// "edit").
+function fieldOf(prefix, param) {
+  const ids = (paramFields.get(param) || []).map((n) => prefix + '-' + n);
+  if (ids.length === 0 || ids.some((id) => document.getElementById(id) === null)) {
+    return null;
+  }
+  // A hidden control cannot show its error (the create form's expiry
+  // date, unless "On a date…" is picked).
+  if (ids.some((id) => !document.getElementById(id).checkVisibility())) {
+    return null;
+  }
+  return ids;
+}
+
+// markParam shows an API error next to the field its param names (a 400
+// invalid_request, or a 403 naming what is beyond the caller) and puts
+// focus there; the error box keeps the message, code and request id.
+function markParam(prefix, err) {
+  if (!(err instanceof APIError) || err.param === null) {
+    return;
+  }
+  const controls = fieldOf(prefix, err.param);
+  if (controls === null) {
+    return;
+  }
+  fieldError(controls, err.message);
+  $(controls[0]).focus();
+}
+
+// invalid marks a field, with the message under it, and throws the
+// message for the form's error box.
+function invalid(id, message) {
+  fieldError([id], message);
+  $(id).focus();
   throw new Error(message);
 }
 
@@ -377,6 +493,23 @@ function integerField(id, label) {
     invalid(id, label + ' must be a whole number, 0 or more.');
   }
   return Number(v);
+}
+
+// refillField reads a form's refill (prefix "create" or "edit"): null
+// when neither its interval nor its amount is given, otherwise both.
+function refillField(prefix) {
+  const interval = $(prefix + '-refill-interval').value;
+  const amount = integerField(prefix + '-refill-amount', 'The refill amount');
+  if (interval === '' && amount === null) {
+    return null;
+  }
+  if (interval === '') {
+    invalid(prefix + '-refill-interval', 'Pick when the refill happens: daily or monthly.');
+  }
+  if (amount === null) {
+    invalid(prefix + '-refill-amount', 'Give the number of uses the refill sets.');
+  }
+  return { interval, amount };
 }
 
 function metadataField(id) {
@@ -394,9 +527,7 @@ function sourcesField(id) {
 }
 
 function createBody() {
-  for (const e of $('create-form').querySelectorAll('[aria-invalid]')) {
-    e.removeAttribute('aria-invalid');
-  }
+  clearFieldErrors($('create-form'));
   const name = $('create-name').value.trim();
   if (name === '') {
     invalid('create-name', 'A name is required.');
@@ -437,6 +568,14 @@ function createBody() {
   if (sources.length > 0) {
     body.allowed_sources = sources;
   }
+  const remaining = integerField('create-remaining', 'Uses');
+  if (remaining !== null) {
+    body.remaining = remaining;
+  }
+  const refill = refillField('create');
+  if (refill !== null) {
+    body.refill = refill;
+  }
   const metadata = metadataField('create-metadata');
   if (metadata !== undefined) {
     body.metadata = metadata;
@@ -454,7 +593,10 @@ async function submitCreate() {
     return;
   }
   await busy('create-submit', () => guard(box, async () => {
-    const res = await state.client.createKey(body);
+    const res = await state.client.createKey(body).catch((err) => {
+      markParam('create', err);
+      throw err;
+    });
     const { key: token, ...k } = res.data;
     const filter = $('status-filter').value;
     if (filter === '' || filter === k.status) {
@@ -540,16 +682,19 @@ function openEdit(k, opener) {
   current = { key: k, opener };
   $('edit-form').reset();
   hideError($('edit-error'));
-  for (const e of $('edit-form').querySelectorAll('[aria-invalid]')) {
-    e.removeAttribute('aria-invalid');
-  }
+  clearFieldErrors($('edit-form'));
   $('edit-title').textContent = 'Edit ' + k.name;
   $('edit-name').value = k.name;
   $('edit-rate').value = k.rate_limit_per_minute === null || k.rate_limit_per_minute === undefined ? '' : String(k.rate_limit_per_minute);
   $('edit-expires-at').value = toLocalInput(k.expires_at);
   $('edit-metadata').value = JSON.stringify(k.metadata || {}, null, 2);
   $('edit-sources').value = (k.allowed_sources || []).join(', ');
+  $('edit-remaining').value = usageLimited(k) ? String(k.remaining) : '';
+  $('edit-refill-interval').value = k.refill ? k.refill.interval : '';
+  $('edit-refill-amount').value = k.refill ? String(k.refill.amount) : '';
   editInitial = {
+    remaining: $('edit-remaining').value,
+    refill: $('edit-refill-interval').value + ':' + $('edit-refill-amount').value,
     sources: $('edit-sources').value,
     name: $('edit-name').value,
     rate: $('edit-rate').value,
@@ -563,9 +708,7 @@ function openEdit(k, opener) {
 // editBody sends only what was changed, so an edit of the name cannot
 // reset an expiry that the form shows to the second only.
 function editBody() {
-  for (const e of $('edit-form').querySelectorAll('[aria-invalid]')) {
-    e.removeAttribute('aria-invalid');
-  }
+  clearFieldErrors($('edit-form'));
   const body = {};
   const name = $('edit-name').value;
   if (name !== editInitial.name) {
@@ -584,6 +727,12 @@ function editBody() {
     } catch {
       invalid('edit-expires-at', 'The expiry is not a date.');
     }
+  }
+  if ($('edit-remaining').value !== editInitial.remaining) {
+    body.remaining = integerField('edit-remaining', 'Uses left'); // empty: null, unlimited
+  }
+  if ($('edit-refill-interval').value + ':' + $('edit-refill-amount').value !== editInitial.refill) {
+    body.refill = refillField('edit'); // none: null, no refill
   }
   if ($('edit-sources').value !== editInitial.sources) {
     body.allowed_sources = sourcesField('edit-sources');
@@ -610,7 +759,10 @@ async function submitEdit() {
     return;
   }
   await busy('edit-submit', () => guard(box, async () => {
-    const res = await state.client.updateKey(k.id, body);
+    const res = await state.client.updateKey(k.id, body).catch((err) => {
+      markParam('edit', err);
+      throw err;
+    });
     putRow(res.data);
     if (state.me !== null && res.data.id === state.me.id) {
       state.me = { ...state.me, ...res.data };
@@ -630,7 +782,22 @@ async function openUsage(k, opener) {
   usageOpener = opener;
   showView('usage');
   $('usage-title').focus();
-  await guard($('error'), () => usageView.open(state.client.key, k, (err) => guard($('error'), () => Promise.reject(err))));
+  await guard($('error'), async () => {
+    // The row's copy of the key may be old (its uses left, above all):
+    // the view shows it at once and the key as the API has it now as soon
+    // as it answers.
+    const fresh = state.client.getKey(k.id).then((res) => {
+      if (usageView.key !== null && usageView.key.id === k.id) {
+        usageView.setKey(res.data);
+      }
+      const shown = state.keys.get(k.id);
+      if (shown !== undefined && (shown.remaining !== res.data.remaining || shown.status !== res.data.status)) {
+        putRow(res.data);
+      }
+    }, () => {}); // a key revoked since keeps its usage, and the row's copy
+    await usageView.open(state.client.key, k, (err) => guard($('error'), () => Promise.reject(err)));
+    await fresh;
+  });
 }
 
 // ---- audit trail ----

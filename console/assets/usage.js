@@ -6,6 +6,7 @@
 
 import { call, query } from './api.js';
 import { clear, el } from './dom.js';
+import { count, rateLimitText, refillText, usageLimited, usesLeft } from './limits.js';
 
 const HOUR = 3600 * 1000;
 const DAY = 24 * HOUR;
@@ -175,9 +176,37 @@ export class UsageView {
     this.key = k;
     this.onError = onError;
     this.last = null;
-    this.$('usage-title').textContent = 'Usage of ' + k.name;
-    this.$('usage-key').textContent = k.prefix + '…' + k.last4 + ' · ' + k.id;
+    this.setKey(k);
     return this.load('hour');
+  }
+
+  // setKey shows k's name and limits: its uses left, its refill and its
+  // rate limits (the per-minute one, then the named ones). The view calls
+  // it with the key it was opened with, and again with a fresher copy.
+  setKey(k) {
+    const $ = this.$;
+    this.key = k;
+    $('usage-title').textContent = 'Usage of ' + k.name;
+    $('usage-key').textContent = k.prefix + '…' + k.last4 + ' · ' + k.id;
+    const remaining = $('usage-remaining');
+    remaining.textContent = usageLimited(k) ? count(k.remaining) : 'unlimited';
+    remaining.title = usesLeft(k);
+    remaining.classList.toggle('exhausted', usageLimited(k) && k.remaining === 0);
+    remaining.classList.toggle('muted', !usageLimited(k));
+    $('usage-refill').textContent = refillText(k.refill);
+    $('usage-refill').classList.toggle('muted', !k.refill);
+    const limits = $('usage-rate-limits');
+    clear(limits);
+    const rpm = k.rate_limit_per_minute;
+    if (typeof rpm === 'number' && rpm > 0) {
+      limits.append(el('span', { class: 'limit', 'data-limit': 'per-minute' }, count(rpm) + ' per minute'));
+    }
+    for (const l of k.rate_limits || []) {
+      limits.append(el('span', { class: 'limit', 'data-limit': l.name }, rateLimitText(l)));
+    }
+    if (limits.children.length === 0) {
+      limits.append(el('span', { class: 'muted' }, 'none'));
+    }
   }
 
   async load(granularity) {
