@@ -371,8 +371,13 @@ func TestRevocation_PrunedLogPurgesTheCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Restore()
-	if !eventually(5*time.Second, func() bool { return a.metric(t, "keygate_events_log_purges_total") == 1 }) {
-		t.Fatal("no cache purge after the log was pruned past the replica")
+	// The bound is generous: the purge is the property here, not its
+	// latency, and a loaded CI machine reconnects slowly.
+	if !eventually(15*time.Second, func() bool { return a.metric(t, "keygate_events_log_purges_total") >= 1 }) {
+		t.Fatal("no cache purge within 15 s after the log was pruned past the replica")
+	}
+	if got := a.metric(t, "keygate_events_log_purges_total"); got != 1 {
+		t.Errorf("%v cache purges after one prune, want 1", got)
 	}
 	if got := a.decide(t, revokedTok); got != 401 {
 		t.Errorf("revoked key after the purge: %d, want 401", got)
