@@ -573,8 +573,9 @@ func keyState(v *keygate.KeyView, now time.Time) keygate.Code {
 
 // authorize runs the steps after authentication, in SPEC order: path
 // normalization, route policy (required scope, project, key type) and the
-// key's rate limit, with the named limit the route applies (SPEC §9). It
-// returns "" to allow.
+// key's rate limit with the named limit the route applies, then the
+// route's cost of a usage-limited key's uses (SPEC §9). It returns "" to
+// allow.
 func (s *Server) authorize(ctx context.Context, v *keygate.KeyView, r *request, ext policy.Extensions, now time.Time) keygate.Code {
 	if err := policy.CheckPath(r.in.path); err != nil {
 		r.detail = "The request path is not normalized: " + policy.PathReason(err) + "."
