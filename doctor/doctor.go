@@ -159,6 +159,8 @@ func (c *checker) document(file string, doc *yaml.Node) {
 			c.extAuthz(file, m)
 		case hcmType:
 			c.hcm(file, m)
+		case perRouteType:
+			c.contextExtensions(file, m)
 		}
 		if _, v := get(m, "extensionProviders"); v != nil && v.Kind == yaml.SequenceNode {
 			c.providers(file, v)
@@ -189,6 +191,7 @@ func (c *checker) kind(file string, doc *yaml.Node) {
 const (
 	typePrefix    = "type.googleapis.com/"
 	extAuthzType  = typePrefix + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+	perRouteType  = typePrefix + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 	hcmType       = typePrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	headerMutType = typePrefix + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 	luaType       = typePrefix + "envoy.extensions.filters.http.lua.v3.Lua"

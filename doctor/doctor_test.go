@@ -85,6 +85,11 @@ func TestDoctor_EachRuleFiresAtTheOffendingLine(t *testing.T) {
 			{Warning, "path-defaults.yaml", 11, "underscore-headers-allowed"},
 		}},
 		{[]string{"request-body.yaml"}, []at{{Warning, "request-body.yaml", 40, "request-body-sent"}}},
+		{[]string{"context-extensions.yaml"}, []at{
+			{Error, "context-extensions.yaml", 75, "invalid-context-extension"},
+			{Warning, "context-extensions.yaml", 76, "unknown-context-extension"},
+			{Error, "context-extensions.yaml", 77, "invalid-context-extension"},
+		}},
 		{[]string{"not-first.yaml"}, []at{{Warning, "not-first.yaml", 29, "ext-authz-not-first"}}},
 		{[]string{"istio-mesh-fail-open.yaml"}, []at{
 			{Warning, "istio-mesh-fail-open.yaml", 5, "istio-provider-no-timeout"},

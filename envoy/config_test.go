@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/keygate/keygate/policy"
 )
 
 const envoyConfigPath = "envoy.yaml"
@@ -426,6 +428,7 @@ func TestEnvoyConfig_RoutesCarryKeygatePolicy(t *testing.T) {
 	}
 	read := map[string]string{"keygate.scope": "read", "keygate.project": "/v1/projects/{project}/**"}
 	write := map[string]string{"keygate.scope": "write", "keygate.project": "/v1/projects/{project}/**"}
+	search := map[string]string{"keygate.scope": "read", "keygate.ratelimit": "search", "keygate.cost": "5"}
 	tests := []struct {
 		method, path string
 		wantRoute    string
@@ -440,6 +443,8 @@ func TestEnvoyConfig_RoutesCarryKeygatePolicy(t *testing.T) {
 		{"GET", "/v1/admin", "admin", false, map[string]string{"keygate.scope": "admin"}},
 		{"POST", "/v1/admin/orgs", "admin", false, map[string]string{"keygate.scope": "admin"}},
 		{"POST", "/v1/uploads", "uploads", false, map[string]string{"keygate.scope": "write", "keygate.publishable": "true"}},
+		{"GET", "/v1/search", "search", false, search},
+		{"POST", "/v1/search/advanced", "search", false, search},
 		// Near misses go to the catch-all, which still asks keygate.
 		{"GET", "/healthz/x", "default", false, nil},
 		{"GET", "/v1/administrators", "default", false, nil},
@@ -469,8 +474,14 @@ func TestEnvoyConfig_RoutesCarryKeygatePolicy(t *testing.T) {
 			if got := per.GetDisabled(); got != tt.wantDisabled {
 				t.Errorf("ext_authz disabled = %v, want %v", got, tt.wantDisabled)
 			}
-			if diff := cmp.Diff(tt.wantExt, per.GetCheckSettings().GetContextExtensions()); diff != "" {
+			ext := per.GetCheckSettings().GetContextExtensions()
+			if diff := cmp.Diff(tt.wantExt, ext); diff != "" {
 				t.Errorf("context_extensions mismatch (-want +got):\n%s", diff)
+			}
+			// keygate reads them as the shipped config means them: a typo
+			// would deny every request of the route (forbidden).
+			if _, err := policy.Default().Resolve(tt.method, tt.path, ext); err != nil {
+				t.Errorf("keygate refuses the route's context_extensions: %v", err)
 			}
 		})
 	}

@@ -30,6 +30,10 @@ const (
 	ExtCost        = "keygate.cost"        // uses an allow spends, 0–1000 (SPEC §9)
 )
 
+// ExtensionNames are every context extension keygate reads; another
+// keygate.* name is ignored (keygate doctor warns of it).
+var ExtensionNames = []string{ExtScope, ExtPublishable, ExtProject, ExtMode, ExtRateLimit, ExtCost}
+
 // DefaultCost is the uses an allowed request spends of a usage-limited
 // key when neither keygate.cost nor a rule says (SPEC §9); MaxCost is the
 // largest cost a route may set.
