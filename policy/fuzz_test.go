@@ -2,8 +2,11 @@ package policy
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/keygate/keygate"
 )
 
 // FuzzNormalizePath: CheckPath never panics, a path it accepts holds none
@@ -71,6 +74,35 @@ func FuzzMatchPolicy(f *testing.F) {
 		}
 		if project && !strings.Contains(path, "/"+pr) {
 			t.Fatalf("%q.match(%q) captured %q, not a segment of the path", src, path, pr)
+		}
+	})
+}
+
+// FuzzRouteExtensions feeds keygate.cost and keygate.ratelimit values, as
+// Envoy sends them in every CheckRequest, to ResolveExt: a cost is taken
+// exactly when it is 1 to 4 decimal digits of at most MaxCost (no sign,
+// space or other form), a limit name exactly when it has the name syntax;
+// anything else is ErrInvalidExtension, never a silent default.
+func FuzzRouteExtensions(f *testing.F) {
+	for _, s := range [][2]string{{"5", "search"}, {"0", "a"}, {"1000", "z-9_"}, {"1001", "Search"}, {"+5", ""}, {"05", "a b"}, {" 5", "-a"}, {"٥", "ab\x00"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, cost, limit string) {
+		r, err := Default().ResolveExt("GET", "/v1/things", ExtMap{ExtCost: cost})
+		n, aerr := strconv.Atoi(cost)
+		wantCost := aerr == nil && len(cost) >= 1 && len(cost) <= 4 && cost[0] >= '0' && cost[0] <= '9' && n >= 0 && n <= MaxCost
+		switch {
+		case wantCost && (err != nil || !r.HasCost || r.Cost != n || r.Uses() != n):
+			t.Fatalf("cost %q: route %+v, %v; want cost %d", cost, r, err, n)
+		case !wantCost && !errors.Is(err, ErrInvalidExtension):
+			t.Fatalf("cost %q: route %+v, %v; want ErrInvalidExtension", cost, r, err)
+		}
+		r, err = Default().ResolveExt("GET", "/v1/things", ExtMap{ExtRateLimit: limit})
+		switch valid := keygate.ValidRateLimitName(limit); {
+		case valid && (err != nil || r.RateLimit != limit):
+			t.Fatalf("ratelimit %q: route %+v, %v; want the limit named", limit, r, err)
+		case !valid && !errors.Is(err, ErrInvalidExtension):
+			t.Fatalf("ratelimit %q: route %+v, %v; want ErrInvalidExtension", limit, r, err)
 		}
 	})
 }
