@@ -27,9 +27,12 @@ package usage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/store"
@@ -66,6 +69,8 @@ type Config struct {
 type Manager struct {
 	cfg  Config
 	keys sync.Map // key id → *keyState
+
+	claims, granted, returned, voided, claimErrors prometheus.Counter
 }
 
 // keyState is one key's lease on this replica.
@@ -105,7 +110,26 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	return &Manager{cfg: cfg,
+		claims:      counter("keygate_usage_claims_total", "Claims of uses of usage-limited keys: the database writes the request rate does not drive."),
+		granted:     counter("keygate_usage_claimed_uses_total", "Uses the claims took into this replica's leases."),
+		returned:    counter("keygate_usage_returned_uses_total", "Unspent uses of leases given back at a graceful stop."),
+		voided:      counter("keygate_usage_voided_uses_total", "Unspent uses of leases voided by a new usage epoch (a refill or a PATCH of remaining)."),
+		claimErrors: counter("keygate_usage_claim_errors_total", "Claims that failed (the request was denied service_unavailable)."),
+	}
+}
+
+// Register registers the manager's metrics (no per-key label) with reg.
+func (m *Manager) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.claims, m.granted, m.returned, m.voided, m.claimErrors} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("usage: registering metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Result is the answer of Spend.
@@ -135,11 +159,13 @@ func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill k
 	if epoch > st.epoch {
 		// A refill or PATCH this replica learned of from the key event:
 		// the old lease is void.
+		m.voided.Add(float64(st.lease))
 		st.epoch, st.lease, st.known, st.size, st.spentUntil = epoch, 0, false, 0, time.Time{}
 	}
 	if !st.until.IsZero() && !now.Before(st.until) {
 		// The refill boundary passed: the lease belonged to the period
 		// before it.
+		m.voided.Add(float64(st.lease))
 		st.lease, st.known, st.until, st.spentUntil = 0, false, time.Time{}, time.Time{}
 	}
 	if st.known && st.lease >= cost {
@@ -150,7 +176,9 @@ func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill k
 	}
 	want := max(st.nextSize(now, m.cfg), cost-st.lease)
 	c, err := m.cfg.Store.ClaimUses(ctx, keyID, want, now)
+	m.claims.Inc()
 	if err != nil {
+		m.claimErrors.Inc()
 		if errors.Is(err, keygate.ErrNotFound) {
 			// Revoked meanwhile (the cached view has not heard yet): a
 			// revoked key is invalid_api_key (SPEC §3).
@@ -168,11 +196,13 @@ func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill k
 		// A refill the claim applied (or another replica did), or a
 		// PATCH: whatever was left of the old lease is void.
 		if c.Epoch > st.epoch {
+			m.voided.Add(float64(st.lease))
 			st.lease = 0
 		}
 		st.epoch = c.Epoch
 	}
 	st.lease += c.Granted
+	m.granted.Add(float64(c.Granted))
 	st.stored, st.known = c.Remaining, true
 	st.until = time.Time{}
 	if c.Refill != nil {
@@ -244,8 +274,10 @@ func (m *Manager) Close(ctx context.Context, now time.Time) error {
 		if n <= 0 || !valid {
 			continue
 		}
-		if _, err := m.cfg.Store.ReturnUses(ctx, id, epoch, n); err != nil {
+		if ok, err := m.cfg.Store.ReturnUses(ctx, id, epoch, n); err != nil {
 			errs = append(errs, err)
+		} else if ok {
+			m.returned.Add(float64(n))
 		}
 	}
 	return errors.Join(errs...)

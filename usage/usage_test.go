@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/internal/pgtest"
@@ -167,6 +169,10 @@ func TestSpend_PatchVoidsLeasesOfTheOldEpoch(t *testing.T) {
 	k := createKey(t, st[0], 1000, nil)
 	a := usage.New(usage.Config{Store: st[0]})
 	b := usage.New(usage.Config{Store: st[1]})
+	reg := prometheus.NewRegistry()
+	if err := a.Register(reg); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	for range 100 { // a's lease grows while it spends fast
 		if r := a.Spend(t.Context(), k.ID, k.UsageEpoch, "", 1, now); r.Code != "" {
@@ -176,6 +182,7 @@ func TestSpend_PatchVoidsLeasesOfTheOldEpoch(t *testing.T) {
 	if a.Held(k.ID) == 0 {
 		t.Fatal("replica a holds no lease; the test needs one")
 	}
+	held := a.Held(k.ID)
 	u, err := st[1].UpdateKey(t.Context(), "acme", k.ID, store.KeyUpdate{Remaining: ptr[int64](5)}, keygate.Actor{})
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +202,9 @@ func TestSpend_PatchVoidsLeasesOfTheOldEpoch(t *testing.T) {
 	if allowed != 5 {
 		t.Errorf("allowed %d uses after PATCH remaining 5, want 5", allowed)
 	}
+	if got := metric(t, reg, "keygate_usage_voided_uses_total"); got != float64(held) {
+		t.Errorf("voided %v uses, want a's old lease of %d", got, held)
+	}
 	// a's old lease is void: giving it back on shutdown adds nothing.
 	if err := a.Close(t.Context(), now); err != nil {
 		t.Fatal(err)
@@ -210,11 +220,16 @@ func TestSpend_CloseGivesUnspentLeasesBack(t *testing.T) {
 	st := replicas(t, 1)
 	k := createKey(t, st[0], 1000, nil)
 	m := usage.New(usage.Config{Store: st[0]})
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	for range 50 {
 		m.Spend(t.Context(), k.ID, k.UsageEpoch, "", 1, now)
 	}
-	if m.Held(k.ID) == 0 {
+	held := m.Held(k.ID)
+	if held == 0 {
 		t.Fatal("no lease held")
 	}
 	if err := m.Close(t.Context(), now); err != nil {
@@ -223,6 +238,29 @@ func TestSpend_CloseGivesUnspentLeasesBack(t *testing.T) {
 	if got, _ := st[0].GetKey(t.Context(), "acme", k.ID); *got.Remaining != 950 {
 		t.Errorf("remaining %d after a graceful shutdown, want 950 (every unspent use given back)", *got.Remaining)
 	}
+	// The metrics tell the same story: what was claimed, spent and
+	// given back, and fewer claims than uses.
+	claims, claimed, returned := metric(t, reg, "keygate_usage_claims_total"), metric(t, reg, "keygate_usage_claimed_uses_total"),
+		metric(t, reg, "keygate_usage_returned_uses_total")
+	if claimed != 50+float64(held) || returned != float64(held) || claims < 1 || claims >= 50 {
+		t.Errorf("claims %v, claimed %v, returned %v; want claimed = 50 spent + %d held = returned + 50, and fewer claims than uses", claims, claimed, returned, held)
+	}
+}
+
+// metric is the value of the counter name in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -397,6 +397,9 @@ func (s *serveCmd) Run(d *deps) (err error) {
 	// Usage-limited keys (SPEC §9): leases of uses, given back on a
 	// graceful stop (below).
 	uses := keyusage.New(keyusage.Config{Store: st, Logger: logger})
+	if err := uses.Register(reg); err != nil {
+		return err
+	}
 	azCfg.Uses = uses
 	limiter, err := ratelimit.NewLimiter(ratelimit.LimiterConfig{Registerer: reg})
 	if err != nil {
