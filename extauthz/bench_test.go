@@ -319,3 +319,16 @@ func wireRequest(b *testing.B, srv *Server, tok string, ext map[string]string) [
 	warm(srv, []*authv3.CheckRequest{req})
 	return raw
 }
+
+// BenchmarkCheckPolicy50Modes is BenchmarkCheckPolicy50 with one more
+// rule that makes a route report-only: the mode is then known only by
+// matching the rules, before authentication, and the route is resolved
+// once for both.
+func BenchmarkCheckPolicy50Modes(b *testing.B) {
+	pol, err := policy.Parse("fifty-modes.yaml", []byte(strings.Replace(fiftyRulesYAML(), "rules:\n",
+		"rules:\n  - {path: \"/v1/canary/**\", scope: read, mode: report}\n", 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchPolicy(b, pol)
+}
