@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -236,14 +237,21 @@ func (k *keysListCmd) Run(d *deps) error {
 		return writeJSON(d, out)
 	}
 	tw := tabwriter.NewWriter(d.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tUSER\tTYPE\tENV\tSCOPES\tSTATUS\tCREATED\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tUSER\tTYPE\tENV\tSCOPES\tSTATUS\tUSES LEFT\tCREATED\tEXPIRES")
 	for _, key := range keys {
 		expires := "-"
 		if key.ExpiresAt != nil {
 			expires = key.ExpiresAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s…%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", key.ID, key.Name, key.Prefix, key.Last4, key.UserID,
-			key.Type, key.Environment, list(key.Scopes), key.Status(now), key.CreatedAt.UTC().Format(time.RFC3339), expires)
+		uses := "-" // unlimited
+		if key.Remaining != nil {
+			uses = strconv.FormatInt(*key.Remaining, 10)
+			if key.Refill != nil {
+				uses += fmt.Sprintf(" (%s:%d)", key.Refill.Interval, key.Refill.Amount)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s…%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", key.ID, key.Name, key.Prefix, key.Last4, key.UserID,
+			key.Type, key.Environment, list(key.Scopes), key.Status(now), uses, key.CreatedAt.UTC().Format(time.RFC3339), expires)
 	}
 	return tw.Flush()
 }

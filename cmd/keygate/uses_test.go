@@ -67,3 +67,27 @@ func TestCheck_ExtSelectsCostAndNamedLimit(t *testing.T) {
 		t.Fatalf("a route of cost 1 with no uses left: exit %d, want usage_exceeded\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// keys list shows the uses left of a usage-limited key and its refill,
+// "-" for an unlimited one.
+func TestKeysList_ShowsUsesLeft(t *testing.T) {
+	e := backends[0].env(t)
+	createKey(t, e, "--org", "acme", "--user", "alice", "--name", "metered", "--remaining", "500", "--refill", "monthly:1000")
+	createKey(t, e, "--org", "acme", "--user", "alice", "--name", "free")
+	r := invoke(t, e, "keys", "list", "--org", "acme")
+	if r.code != 0 {
+		t.Fatalf("keys list: exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "USES LEFT") {
+		t.Fatalf("keys list:\n%s", r.stdout)
+	}
+	for _, l := range lines[1:] {
+		switch {
+		case strings.Contains(l, "metered") && !strings.Contains(l, "  500 (monthly:1000)  "):
+			t.Errorf("metered key's line %q does not show 500 uses left and its refill", l)
+		case strings.Contains(l, "free") && !strings.Contains(l, "  -  "):
+			t.Errorf("unlimited key's line %q does not show -", l)
+		}
+	}
+}
