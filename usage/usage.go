@@ -91,6 +91,9 @@ type keyState struct {
 	spentUntil time.Time
 	// used is the last Spend, for Sweep.
 	used time.Time
+	// gone: Sweep forgot this state; a Spend that loaded it before must
+	// load the key's state again.
+	gone bool
 }
 
 // New returns a Manager over cfg.Store.
@@ -152,8 +155,7 @@ type Result struct {
 // Spend spends cost uses of key keyID, whose cached view was loaded in
 // usage epoch epoch with refill interval refill ("" for none), at now.
 func (m *Manager) Spend(ctx context.Context, keyID string, epoch int64, refill keygate.RefillInterval, cost int64, now time.Time) Result {
-	st := m.state(keyID)
-	st.mu.Lock()
+	st := m.locked(keyID)
 	defer st.mu.Unlock()
 	st.used = now
 	if epoch > st.epoch {
@@ -252,6 +254,20 @@ func (st *keyState) nextSize(now time.Time, cfg Config) int64 {
 	return max(st.size, 1)
 }
 
+// locked returns key keyID's state, locked, never one Sweep has forgotten
+// meanwhile (a lease claimed into it would be neither spent nor given
+// back).
+func (m *Manager) locked(keyID string) *keyState {
+	for {
+		st := m.state(keyID)
+		st.mu.Lock()
+		if !st.gone {
+			return st
+		}
+		st.mu.Unlock()
+	}
+}
+
 func (m *Manager) state(keyID string) *keyState {
 	if st, ok := m.keys.Load(keyID); ok {
 		return st.(*keyState)
@@ -291,7 +307,7 @@ func (m *Manager) Sweep(now time.Time, idle time.Duration) {
 		st := v.(*keyState)
 		st.mu.Lock()
 		if st.lease == 0 && now.Sub(st.used) > idle {
-			m.keys.CompareAndDelete(k, v)
+			st.gone = m.keys.CompareAndDelete(k, v)
 		}
 		st.mu.Unlock()
 	}
@@ -315,8 +331,7 @@ func (m *Manager) Run(ctx context.Context) error {
 // Held is the unspent uses this replica holds of key keyID (for tests and
 // the shown remaining).
 func (m *Manager) Held(keyID string) int64 {
-	st := m.state(keyID)
-	st.mu.Lock()
+	st := m.locked(keyID)
 	defer st.mu.Unlock()
 	return st.lease
 }
