@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/store"
 )
 
@@ -61,4 +62,36 @@ func TestSweep_ASpendRacingTheSweepLosesNoUses(t *testing.T) {
 	if s.remaining != 999 {
 		t.Errorf("after one use and Close the store has %d of 999 uses: the lease went to a forgotten state", s.remaining)
 	}
+}
+
+// TestSweep_ForgetsIdleKeysWhoseLeaseARefillVoided: a lease left over
+// when its refill boundary passed is void (Spend would drop it), so an
+// idle key holding only such a lease is forgotten like one holding none:
+// otherwise every key with a refill that ever had a lease left over stays
+// in memory until the process ends.
+func TestSweep_ForgetsIdleKeysWhoseLeaseARefillVoided(t *testing.T) {
+	now := time.Date(2026, 12, 6, 23, 0, 0, 0, time.UTC)
+	s := &refillStore{memStore: memStore{remaining: 1000}}
+	m := New(Config{Store: s})
+	m.Spend(t.Context(), "k", 0, "daily", 0, now) // a lease of 1, until midnight
+	if m.Held("k") != 1 {
+		t.Fatalf("setup: held %d, want 1", m.Held("k"))
+	}
+	m.Sweep(now.Add(30*time.Minute), 10*time.Minute)
+	if _, ok := m.keys.Load("k"); !ok {
+		t.Fatal("a key holding a valid lease was forgotten")
+	}
+	m.Sweep(now.Add(2*time.Hour), 10*time.Minute)
+	if _, ok := m.keys.Load("k"); ok {
+		t.Error("an idle key whose only lease the refill voided is still held")
+	}
+}
+
+// refillStore answers claims of a key with a daily refill.
+type refillStore struct{ memStore }
+
+func (s *refillStore) ClaimUses(ctx context.Context, id string, want int64, now time.Time) (store.UsageClaim, error) {
+	c, err := s.memStore.ClaimUses(ctx, id, want, now)
+	c.Refill = &keygate.Refill{Interval: keygate.RefillDaily, Amount: 1000}
+	return c, err
 }

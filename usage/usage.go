@@ -300,14 +300,20 @@ func (m *Manager) Close(ctx context.Context, now time.Time) error {
 }
 
 // Sweep forgets the keys not spent since before idle ago that hold no
-// lease, so the manager's memory follows the keys in use, not every key
+// lease, or only one their refill boundary voided, so the manager's memory follows the keys in use, not every key
 // ever used. A key forgotten starts again with a lease of one use.
 func (m *Manager) Sweep(now time.Time, idle time.Duration) {
 	for k, v := range m.keys.Range {
 		st := v.(*keyState)
 		st.mu.Lock()
-		if st.lease == 0 && now.Sub(st.used) > idle {
+		// A lease whose refill boundary has passed is void: Spend would
+		// drop it, and so may Sweep.
+		void := !st.until.IsZero() && !now.Before(st.until)
+		if (st.lease == 0 || void) && now.Sub(st.used) > idle {
 			st.gone = m.keys.CompareAndDelete(k, v)
+			if st.gone {
+				m.voided.Add(float64(st.lease))
+			}
 		}
 		st.mu.Unlock()
 	}
