@@ -246,7 +246,11 @@ func (s *Server) removePrefixed(v *keygate.KeyView, r *request, remove []string)
 			continue
 		}
 		name := strings.ToLower(h.name)
-		if !s.names.sets(v, name) && !seen(name) {
+		// x-keygate-remaining is set only when uses were spent, not for
+		// every usage-limited view: a key made unlimited since its view
+		// was loaded gets none, so a client's own must go.
+		set := s.names.sets(v, name) && (name != s.names.remaining || r.spent)
+		if !set && !seen(name) {
 			out = append(out, name)
 		}
 	}

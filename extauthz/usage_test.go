@@ -340,3 +340,40 @@ func TestWire_UsageLimitedAllowAsCheckAnswersIt(t *testing.T) {
 		t.Errorf("wire deny headers %v, want retry-after 50400", got.GetDeniedResponse().GetHeaders())
 	}
 }
+
+// nowUnlimited is a usage store whose key was made unlimited by a PATCH
+// the cached view has not heard of yet.
+type nowUnlimited struct{}
+
+func (nowUnlimited) ClaimUses(context.Context, string, int64, time.Time) (store.UsageClaim, error) {
+	return store.UsageClaim{}, nil
+}
+
+func (nowUnlimited) ReturnUses(context.Context, string, int64, int64) (bool, error) {
+	return false, nil
+}
+
+// TestCheck_KeyUnlimitedSinceItsViewRemovesAClientSentRemaining: the view
+// says usage-limited, the store says unlimited now, so the allow sets no
+// x-keygate-remaining; a client's own must then be removed, not left for
+// the upstream to read as keygate's.
+func TestCheck_KeyUnlimitedSinceItsViewRemovesAClientSentRemaining(t *testing.T) {
+	f := newFixture(t, Config{StripCredentials: true, Uses: keyusage.New(keyusage.Config{Store: nowUnlimited{}})})
+	tok := f.key(func(r *keygate.KeyRecord) {
+		n := int64(5)
+		r.Key.Remaining = &n
+	})
+	resp := f.check("GET", map[string]string{"x-api-key": tok, "x-keygate-remaining": "999"})
+	allowed(t, resp)
+	ok := resp.GetOkResponse()
+	if got := hdr(ok.GetHeaders(), "x-keygate-remaining"); got != "" {
+		t.Fatalf("x-keygate-remaining = %q, want unset", got)
+	}
+	found := false
+	for _, name := range ok.GetHeadersToRemove() {
+		found = found || name == "x-keygate-remaining"
+	}
+	if !found {
+		t.Errorf("a client-sent x-keygate-remaining reaches the upstream: removed only %v", ok.GetHeadersToRemove())
+	}
+}
