@@ -75,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"UsageConcurrentClaimsRefillOnce", testUsageConcurrentClaimsRefillOnce},
 		{"UsageReturnOnlyInTheSameEpoch", testUsageReturnOnlyInTheSameEpoch},
 		{"UsageDebitInCreate", testUsageDebitInCreate},
+		{"UsageClaimsRacingPatchesStayWithinEachEpoch", testUsageClaimsRacingPatchesStayWithinEachEpoch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

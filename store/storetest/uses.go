@@ -267,3 +267,54 @@ func testUsageConcurrentClaimsRefillOnce(t *testing.T, e *env) {
 		return true
 	})
 }
+
+// testUsageClaimsRacingPatchesStayWithinEachEpoch: claims racing PATCHes
+// of remaining never grant, in the epoch a PATCH starts, more than the
+// value it set (SPEC §9), nor fail.
+func testUsageClaimsRacingPatchesStayWithinEachEpoch(t *testing.T, e *env) {
+	e.org(t, "acme")
+	k := e.key(t, newKey(t, "acme", withUsage(ptr[int64](0), nil)))
+	var (
+		mu      sync.Mutex
+		granted = map[int64]int64{} // epoch → uses granted in it
+		set     = map[int64]int64{} // epoch → the value that started it
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+	)
+	set[k.UsageEpoch] = 0
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				c, err := e.s.ClaimUses(e.ctx, k.ID, 2, e.clock.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				granted[c.Epoch] += c.Granted
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range 8 {
+		n := int64(5 + i%3)
+		u, err := e.s.UpdateKey(e.ctx, "acme", k.ID, store.KeyUpdate{Remaining: &n}, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		set[u.UsageEpoch] = n
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	for epoch, n := range granted {
+		v, ok := set[epoch]
+		if !ok {
+			t.Errorf("claims granted %d uses in epoch %d, which no PATCH started", n, epoch)
+		} else if n > v {
+			t.Errorf("claims granted %d uses in epoch %d, started with %d", n, epoch, v)
+		}
+	}
+}
