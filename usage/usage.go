@@ -299,28 +299,48 @@ func (m *Manager) Close(ctx context.Context, now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// Sweep forgets the keys not spent since before idle ago that hold no
-// lease, or only one their refill boundary voided, so the manager's memory follows the keys in use, not every key
-// ever used. A key forgotten starts again with a lease of one use.
-func (m *Manager) Sweep(now time.Time, idle time.Duration) {
+// Sweep forgets the keys not spent since before idle ago, so the
+// manager's memory follows the keys in use, not every key ever used. An
+// idle key's unspent lease is given back to the store first (to its own
+// epoch, before its refill boundary, as Close does), so no use is stranded
+// on a replica that stopped seeing the key; a lease its refill boundary
+// voided is dropped. A key forgotten starts again with a lease of one
+// use. The error is the first give-back that failed (those uses are lost,
+// as in a crash).
+func (m *Manager) Sweep(ctx context.Context, now time.Time, idle time.Duration) error {
+	var errs []error
 	for k, v := range m.keys.Range {
-		st := v.(*keyState)
+		id, st := k.(string), v.(*keyState)
 		st.mu.Lock()
-		// A lease whose refill boundary has passed is void: Spend would
-		// drop it, and so may Sweep.
-		void := !st.until.IsZero() && !now.Before(st.until)
-		if (st.lease == 0 || void) && now.Sub(st.used) > idle {
-			st.gone = m.keys.CompareAndDelete(k, v)
-			if st.gone {
-				m.voided.Add(float64(st.lease))
-			}
+		if now.Sub(st.used) <= idle || !m.keys.CompareAndDelete(k, v) {
+			st.mu.Unlock()
+			continue
 		}
+		st.gone = true
+		n, epoch := st.lease, st.epoch
+		giveBack := n > 0 && st.known && (st.until.IsZero() || now.Before(st.until))
+		if n > 0 && !giveBack {
+			m.voided.Add(float64(n))
+		}
+		st.lease = 0
 		st.mu.Unlock()
+		if !giveBack {
+			continue
+		}
+		switch ok, err := m.cfg.Store.ReturnUses(ctx, id, epoch, n); {
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			m.returned.Add(float64(n))
+		default: // a newer epoch: the lease was void already
+			m.voided.Add(float64(n))
+		}
 	}
+	return errors.Join(errs...)
 }
 
-// Run sweeps every minute, forgetting keys idle for ten minutes, until
-// ctx ends.
+// Run sweeps every minute, forgetting keys idle for ten minutes (and
+// giving back their leases), until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -329,7 +349,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			m.Sweep(now, 10*time.Minute)
+			if err := m.Sweep(ctx, now, 10*time.Minute); err != nil && ctx.Err() == nil {
+				m.cfg.Logger.Warn("usage: giving back an idle key's lease failed; those uses are lost", "err", err)
+			}
 		}
 	}
 }

@@ -342,7 +342,7 @@ func TestSpend_CostZeroAndCostBeyondRemaining(t *testing.T) {
 	}
 }
 
-func TestSweep_ForgetsIdleKeysWithoutALease(t *testing.T) {
+func TestSweep_GivesBackIdleLeasesAndForgetsIdleKeys(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	s := embedded(t, func() time.Time { return now })
 	spent := createKey(t, s, 1, nil)
@@ -351,9 +351,21 @@ func TestSweep_ForgetsIdleKeysWithoutALease(t *testing.T) {
 	m.Spend(t.Context(), spent.ID, spent.UsageEpoch, "", 1, now)
 	m.Spend(t.Context(), held.ID, held.UsageEpoch, "", 1, now)
 	m.Spend(t.Context(), held.ID, held.UsageEpoch, "", 1, now) // a lease of 2: 1 left
-	m.Sweep(now.Add(time.Hour), 10*time.Minute)
+	if err := m.Sweep(t.Context(), now.Add(5*time.Minute), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if got := m.Held(held.ID); got != 1 {
-		t.Errorf("a key holding a lease was swept: held %d, want 1", got)
+		t.Errorf("a key used 5 minutes ago lost its lease: held %d, want 1", got)
+	}
+	if err := m.Sweep(t.Context(), now.Add(time.Hour), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The idle key's unspent use is back in the store, not stranded.
+	if got, _ := s.GetKey(t.Context(), "acme", held.ID); *got.Remaining != 1000-2 {
+		t.Errorf("remaining %d after the sweep, want %d (the unspent use given back)", *got.Remaining, 1000-2)
+	}
+	if got := m.Held(held.ID); got != 0 {
+		t.Errorf("held %d after the sweep, want 0", got)
 	}
 	// The swept key is asked of the store again: still spent.
 	if r := m.Spend(t.Context(), spent.ID, spent.UsageEpoch, "", 1, now.Add(time.Hour)); r.Code != keygate.CodeUsageExceeded {
