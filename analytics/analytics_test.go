@@ -217,3 +217,62 @@ func TestParseRange(t *testing.T) {
 		}
 	}
 }
+
+// shutdownWriter is a store whose write of the first batch is in flight
+// when serve stops: the statement reaches the database and commits, but,
+// as pgx does when its context is cancelled mid-statement, the caller is
+// told only that the context ended.
+type shutdownWriter struct {
+	mu      sync.Mutex
+	allowed int64
+	calls   int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *shutdownWriter) RecordUsage(ctx context.Context, c []store.UsageCount) error {
+	w.mu.Lock()
+	w.calls++
+	first := w.calls == 1
+	w.mu.Unlock()
+	var err error
+	if first {
+		close(w.entered)
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-w.release:
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range c {
+		w.allowed += r.Allowed // committed, whatever the caller hears
+	}
+	return err
+}
+
+// A periodic flush still in flight when Run is stopped must not be
+// cancelled: its rows may be committed already, and a cancelled write
+// looks failed, so its counts went back to pending and the final flush
+// wrote them a second time.
+func TestRun_FlushInFlightAtStopIsNotCountedTwice(t *testing.T) {
+	w := &shutdownWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	c, _ := New(w, Config{Interval: 5 * time.Millisecond, FlushTimeout: 5 * time.Second})
+	c.Count("key_a", "acme", "", t0)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	<-w.entered
+	cancel() // SIGTERM while the tick's statement runs
+	time.Sleep(20 * time.Millisecond)
+	close(w.release) // the statement completes
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.allowed != 1 {
+		t.Fatalf("one allowed Check was written as %d", w.allowed)
+	}
+}

@@ -26,7 +26,16 @@ func Run(ctx context.Context, interval, finalTimeout time.Duration, flush func(c
 			}
 			return nil
 		case <-tick.C:
-			if err := flush(ctx); err != nil && ctx.Err() == nil {
+			// Not cancelled by ctx: a write in flight at shutdown may have
+			// committed already, and cancelling it would make it look
+			// failed, so that the final flush wrote it again. It gets
+			// finalTimeout after ctx ends to finish.
+			fctx, cancelFlush := context.WithCancel(context.WithoutCancel(ctx))
+			stop := context.AfterFunc(ctx, func() { time.AfterFunc(finalTimeout, cancelFlush) })
+			err := flush(fctx)
+			stop()
+			cancelFlush()
+			if err != nil && ctx.Err() == nil {
 				log.Warn(what+": flush failed; retrying at the next interval", "err", err)
 			}
 		}
