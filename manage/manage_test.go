@@ -68,6 +68,9 @@ func (f *fakeStore) CreateKey(_ context.Context, k store.NewKey, _ keygate.Actor
 
 func (f *fakeStore) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Actor) ([]keygate.Key, error) {
 	keys := make([]keygate.Key, 0, len(ks))
+	if len(ks) > 0 && ks[0].CreateOrganization {
+		_, _ = f.EnsureOrganization(ctx, ks[0].OrgID, by)
+	}
 	for _, k := range ks {
 		key, err := f.CreateKey(ctx, k, by)
 		if err != nil {

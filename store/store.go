@@ -233,7 +233,11 @@ type NewKey struct {
 	Refill    *keygate.Refill
 	// Debit, when set, is paid in the same transaction as the insert.
 	Debit *Debit
-	Token NewToken
+	// CreateOrganization, for ImportKeys: OrgID is created when missing
+	// (with its organization.created audit event) in the import's
+	// transaction, so a refused import leaves no organization behind.
+	CreateOrganization bool
+	Token              NewToken
 }
 
 // ImportConflictError is ImportKeys refusing keys because item Index

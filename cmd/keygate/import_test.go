@@ -196,7 +196,6 @@ func TestKeysImport_ImportedTokensWorkOverGRPC(t *testing.T) {
 // An import refused by the store (a hash that exists) writes nothing, the
 // organization it would have created included: SPEC §9's all or nothing.
 func TestKeysImport_RefusedImportCreatesNoOrganization(t *testing.T) {
-	t.Skip("bug: manage.ImportKeys creates the organization (EnsureOrganization, its own transaction) before the import's transaction finds a hash that exists")
 	e := migrated(t, env{"KEYGATE_DATA_DIR": t.TempDir()})
 	file := writeImportFile(t, importLine(legacyToken(), "")+"\n")
 	if r := invoke(t, e, "keys", "import", "--org", "acme", file); r.code != 0 {

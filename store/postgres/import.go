@@ -31,6 +31,9 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 			}
 			return err
 		}
+		if err := s.ensureOrgIn(ctx, tx, ks, now, by); err != nil {
+			return err
+		}
 		changes := make([]*change, len(ks))
 		for i := range ks {
 			c, err := insertKey(ctx, ks[i], &keys[i])(tx, now)
@@ -55,6 +58,29 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 	}
 	store.NoteEventSeq(ctx, seq)
 	return keys, nil
+}
+
+// ensureOrgIn creates the organization of ks in tx when a key asks for
+// it (store.NewKey.CreateOrganization) and it is missing, with its audit
+// event, as EnsureOrganization does in a transaction of its own.
+func (s *Store) ensureOrgIn(ctx context.Context, tx pgx.Tx, ks []store.NewKey, now time.Time, by keygate.Actor) error {
+	seen := map[string]bool{}
+	for _, k := range ks {
+		if !k.CreateOrganization || seen[k.OrgID] {
+			continue
+		}
+		seen[k.OrgID] = true
+		tag, err := tx.Exec(ctx, `INSERT INTO organizations (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, k.OrgID, now)
+		if err != nil {
+			return fmt.Errorf("organization %q: %w", k.OrgID, err)
+		}
+		if tag.RowsAffected() == 1 {
+			if _, err := s.logChange(ctx, tx, now, &change{action: keygate.AuditOrgCreated, orgID: k.OrgID}, by); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // firstKnownHash returns the index of the first key of ks whose token hash

@@ -24,6 +24,25 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 		return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), err)
 	}
 	defer tx.Rollback()
+	seen := map[string]bool{}
+	for _, k := range ks {
+		if !k.CreateOrganization || seen[k.OrgID] {
+			continue
+		}
+		seen[k.OrgID] = true
+		// The organization, when missing, in this transaction: a refused
+		// import leaves none behind.
+		res, err := tx.ExecContext(ctx, `INSERT INTO organizations (id, created_at) VALUES (?, ?)
+			ON CONFLICT (id) DO NOTHING`, k.OrgID, toUS(now))
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: import %d keys: organization %q: %w", len(ks), k.OrgID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			if _, err := logChange(ctx, tx, now, &change{action: keygate.AuditOrgCreated, orgID: k.OrgID}, by); err != nil {
+				return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), err)
+			}
+		}
+	}
 	var seq int64
 	for i := range ks {
 		c, err := insertKey(ctx, ks[i], &keys[i])(tx, now)

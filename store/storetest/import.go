@@ -176,3 +176,41 @@ func testImportThousand(t *testing.T, e *env) {
 		t.Errorf("%d key events, want 1000", n)
 	}
 }
+
+// An import that asks for its organization (the CLI's) creates it, with
+// its audit event, in the import's transaction: a refused import leaves
+// no organization behind.
+func testImportCreatesOrganization(t *testing.T, e *env) {
+	e.org(t, "other")
+	e.key(t, importKey(t, "other", "token_of_another_org_5678"))
+	create := func(nk *store.NewKey) { nk.CreateOrganization = true }
+	_, err := e.s.ImportKeys(e.ctx, []store.NewKey{
+		importKey(t, "fresh", "fresh_token_eeeeeeeeeeee", create),
+		importKey(t, "fresh", "token_of_another_org_5678", create),
+	}, cli)
+	if !errors.Is(err, keygate.ErrConflict) {
+		t.Fatalf("ImportKeys = %v, want a conflict", err)
+	}
+	if _, err := e.s.GetOrganization(e.ctx, "fresh"); !errors.Is(err, keygate.ErrNotFound) {
+		t.Fatalf("organization fresh after a refused import: %v; want not found", err)
+	}
+	got, err := e.s.ImportKeys(e.ctx, []store.NewKey{
+		importKey(t, "fresh", "fresh_token_ffffffffffff", create),
+		importKey(t, "fresh", "fresh_token_gggggggggggg", create),
+	}, cli)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ImportKeys: %d keys, %v", len(got), err)
+	}
+	if _, err := e.s.GetOrganization(e.ctx, "fresh"); err != nil {
+		t.Fatalf("organization fresh after the import: %v", err)
+	}
+	var created int
+	for _, a := range e.allAudit(t, "fresh") {
+		if a.Action == keygate.AuditOrgCreated {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d organization.created audit events, want 1", created)
+	}
+}

@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store
 		{"ImportKeysStoresEachAsCreateDoesWithImportedAudit", testImportKeys},
 		{"ImportKeysConflictingHashWritesNothing", testImportConflict},
 		{"ImportKeysThousandInOneCall", testImportThousand},
+		{"ImportKeysCreatesTheOrganizationInItsTransaction", testImportCreatesOrganization},
 		{"UsageClaimTakesAtMostRemaining", testUsageClaimTakesAtMostRemaining},
 		{"UsageConcurrentClaimsNeverOverdraw", testUsageConcurrentClaimsNeverOverdraw},
 		{"UsageRefillOncePerPeriod", testUsageRefillOncePerPeriod},
