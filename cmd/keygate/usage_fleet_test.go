@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keygate/keygate"
+	"github.com/keygate/keygate/httpapi"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/manage"
 	"github.com/keygate/keygate/store"
@@ -263,4 +265,66 @@ func TestUsage_PatchOfRemainingVoidsAnotherReplicasLease(t *testing.T) {
 	if allowed != 5 {
 		t.Errorf("allowed %d after PATCH remaining 5 (replica a held about %d uses of the old epoch), want 5", allowed, 1000-200-*held.Remaining)
 	}
+}
+
+// TestUsage_PatchWithWaitIsInForceWhenItAnswers: a PATCH of remaining
+// with ?wait=true answers once every live replica has applied the new
+// epoch, so from then on the two replicas together allow at most the new
+// value, however much of the old epoch's leases they held (SPEC §9, §12).
+// The replicas are hammered throughout, across the PATCH.
+func TestUsage_PatchWithWaitIsInForceWhenItAnswers(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	k, tok := meteredKey(t, dbURL, 1_000_000)
+	ring := newKeyring(t, dbURL)
+	owner := ring.ownerToken()
+	e := fleetEnv(dbURL)
+	a := startReplica(t, e, "--rate-limit", "0")
+	b := startReplica(t, e, "--rate-limit", "0")
+	waitLive(t, e, a.replicaID(t), b.replicaID(t))
+
+	var (
+		after    atomic.Int64 // allows of requests sent after the PATCH answered
+		answered atomic.Int64 // unix nanos when it answered; 0 before
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+	)
+	for c := range 8 {
+		client := []authv3.AuthorizationClient{a.client, b.client}[c%2]
+		wg.Go(func() {
+			for !stop.Load() {
+				sent := time.Now().UnixNano()
+				status, _, err := spendCheck(client, tok)
+				if err == nil && status == 200 {
+					if at := answered.Load(); at != 0 && sent > at {
+						after.Add(1)
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // both replicas' leases grow
+
+	hr, err := http.NewRequest("PATCH", "http://"+a.httpAddr+"/v1/api-keys/"+k.ID+"?wait=true", strings.NewReader(`{"remaining": 5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Header.Set("Authorization", "Bearer "+owner)
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered.Store(time.Now().UnixNano())
+	var body httpapi.Data[httpapi.APIKey]
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body.Data.Propagation == nil || !body.Data.Propagation.Complete {
+		t.Fatalf("PATCH ?wait=true: status %d, %v, %+v", resp.StatusCode, err, body.Data.Propagation)
+	}
+	resp.Body.Close()
+	time.Sleep(time.Second)
+	stop.Store(true)
+	wg.Wait()
+	if got := after.Load(); got > 5 {
+		t.Errorf("%d allows of requests sent after PATCH remaining 5 answered, want at most 5", got)
+	}
+	t.Logf("allows after the waited PATCH: %d of 5", after.Load())
 }
