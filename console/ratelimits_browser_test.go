@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/keygate/keygate/internal/pgtest"
 )
@@ -42,7 +43,7 @@ func TestBrowser_NamedRateLimitsInForms(t *testing.T) {
 		t.Errorf("create form of a caller without named limits shows rows %q, want none", got)
 	}
 	tb.setValue("create-name", "Partner search")
-	tb.click("create-limits-add")
+	tb.do(chromedp.SendKeys(chromedp.ID("create-limits-add"), kb.Enter)) // by keyboard
 	rows := tb.limitRows("create")
 	if len(rows) != 1 {
 		t.Fatalf("%d rows after Add, want 1", len(rows))
@@ -64,6 +65,16 @@ func TestBrowser_NamedRateLimitsInForms(t *testing.T) {
 		t.Errorf("the rows' labels: %q", got)
 	}
 	tb.screenshot("create-form-named-limits")
+	for _, sc := range []struct{ w, h int64 }{{390, 844}, {1280, 800}} {
+		tb.do(chromedp.EmulateViewport(sc.w, sc.h))
+		if p := eval[string](tb, editorOverflow); p != "" {
+			t.Errorf("at %dx%d: %s", sc.w, sc.h, p)
+		}
+		if sc.w == 390 {
+			tb.do(chromedp.Evaluate[chromedp.Void](`document.getElementById('create-limits').scrollIntoView()`))
+			tb.screenshot("create-form-named-limits-390x844")
+		}
+	}
 	tb.click("create-submit")
 	tb.waitFor("the reveal panel", `document.getElementById('reveal-dialog').open`)
 	id := tb.text("reveal-key-id")
@@ -250,6 +261,24 @@ func TestBrowser_NamedRateLimitsInForms(t *testing.T) {
 	}
 	tb.checkOwnOriginOnly(s.httpAddr)
 }
+
+// editorOverflow says what of the create form's limits editor is outside
+// the dialog's width, or that the dialog scrolls sideways; "" when all fits.
+const editorOverflow = `(() => {
+	const d = document.getElementById('create-dialog');
+	if (d.scrollWidth > d.clientWidth) {
+		return 'the create dialog scrolls sideways: ' + d.scrollWidth + 'px in ' + d.clientWidth + 'px';
+	}
+	const box = d.getBoundingClientRect();
+	for (const e of document.querySelectorAll('#create-limits-rows input, #create-limits-rows select, #create-limits-rows button')) {
+		const r = e.getBoundingClientRect();
+		if (r.width === 0 || r.left < box.left || r.right > box.right) {
+			return '#' + e.id + ' at x ' + Math.round(r.left) + '-' + Math.round(r.right) + ', outside the dialog (' +
+				Math.round(box.left) + '-' + Math.round(box.right) + ')';
+		}
+	}
+	return '';
+})()`
 
 // limitRow is one row of a named limits editor: its id and its controls'.
 type limitRow struct{ ID, Name, Limit, Per, Unit, Remove string }
