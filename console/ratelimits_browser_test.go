@@ -311,8 +311,8 @@ func (tb *tab) recordCalls() {
 }
 
 // lastSent is the body of the last call to /v1/api-keys… with method,
-// as JSON with only the limits, the name and (sorted keys) what else
-// the test looks at: name and rate_limits.
+// cut to what the test looks at: rate_limits, and for a PATCH the name
+// (JSON, keys sorted; a member not sent is absent).
 func (tb *tab) lastSent(method string) string {
 	tb.t.Helper()
 	body := eval[string](tb, fmt.Sprintf(`(() => { const c = window.__sent.filter((c) => c.method === %q && c.path.startsWith('/v1/api-keys')).pop();
