@@ -6,7 +6,7 @@
 import { APIError, Client } from './api.js';
 import { $, clear, el, formatTime, fromLocalInput, hideError, parseMetadata, showError, toLocalInput } from './dom.js';
 import { UsageView, spark } from './usage.js';
-import { refillText, usageLimited, usesLeft } from './limits.js';
+import { LimitsEditor, refillText, usageLimited, usesLeft } from './limits.js';
 
 const SESSION_KEY = 'keygate.console.key';
 const PAGE_SIZE = 20;
@@ -357,6 +357,9 @@ function openCreate() {
   form.reset();
   hideError($('create-error'));
   clearFieldErrors(form);
+  // The named limits start as the caller's: what the key gets when the
+  // rows are left as they are (then rate_limits is not sent at all).
+  limitsEditors.create.set(state.me.rate_limits || []);
   // Every scope of the caller is offered; all but admin are ticked, so
   // "Create" never mints an admin key unless admin was chosen.
   const list = $('create-scopes-list');
@@ -445,11 +448,17 @@ const paramFields = new Map([
   ['refill', ['refill-amount', 'refill-interval']], // a refill beyond the caller's
 ]);
 
+// limitsEditors are the create and edit forms' named rate limits.
+const limitsEditors = {};
+
 // fieldOf lists the controls of a form that an error's param names, or
 // null (the error box alone shows it). prefix is the form's ("create",
-// "edit").
+// "edit"). rate_limits[i].name and the like name a field of the row sent
+// as item i, rate_limits the whole editor.
 function fieldOf(prefix, param) {
-  const ids = (paramFields.get(param) || []).map((n) => prefix + '-' + n);
+  const m = /^rate_limits(?:\[(\d+)\](?:\.([a-z_]+))?)?$/.exec(param);
+  const ids = m !== null ? limitsEditors[prefix].controlsFor(m[1], m[2]) || [] :
+    (paramFields.get(param) || []).map((n) => prefix + '-' + n);
   if (ids.length === 0 || ids.some((id) => document.getElementById(id) === null)) {
     return null;
   }
@@ -576,6 +585,9 @@ function createBody() {
   if (refill !== null) {
     body.refill = refill;
   }
+  if (limitsEditors.create.changed()) {
+    body.rate_limits = limitsEditors.create.read(invalid);
+  }
   const metadata = metadataField('create-metadata');
   if (metadata !== undefined) {
     body.metadata = metadata;
@@ -692,6 +704,7 @@ function openEdit(k, opener) {
   $('edit-remaining').value = usageLimited(k) ? String(k.remaining) : '';
   $('edit-refill-interval').value = k.refill ? k.refill.interval : '';
   $('edit-refill-amount').value = k.refill ? String(k.refill.amount) : '';
+  limitsEditors.edit.set(k.rate_limits || []);
   editInitial = {
     remaining: $('edit-remaining').value,
     refill: $('edit-refill-interval').value + ':' + $('edit-refill-amount').value,
@@ -733,6 +746,9 @@ function editBody() {
   }
   if ($('edit-refill-interval').value + ':' + $('edit-refill-amount').value !== editInitial.refill) {
     body.refill = refillField('edit'); // none: null, no refill
+  }
+  if (limitsEditors.edit.changed()) {
+    body.rate_limits = limitsEditors.edit.read(invalid); // all rows removed: [], none
   }
   if ($('edit-sources').value !== editInitial.sources) {
     body.allowed_sources = sourcesField('edit-sources');
@@ -886,6 +902,8 @@ function wire() {
   $('audit-more').addEventListener('click', () => loadAudit(false));
   $('new-key').addEventListener('click', openCreate);
   usageView = new UsageView($);
+  limitsEditors.create = new LimitsEditor('create', $);
+  limitsEditors.edit = new LimitsEditor('edit', $);
   $('usage-back').addEventListener('click', () => {
     showView('keys');
     focusBack(usageOpener);
