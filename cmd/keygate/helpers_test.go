@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,4 +207,87 @@ func eventually(d time.Duration, f func() bool) bool {
 
 func newTestParser(c *cli, e env) (*kong.Kong, error) {
 	return newParser(c, e.getenv, io.Discard, io.Discard)
+}
+
+// serveProcess is `keygate serve` in a process of its own: this test
+// binary re-run as TestHelperServeProcess, with main's signal handling, so
+// that a test can SIGTERM or SIGKILL a real serve.
+type serveProcess struct {
+	cmd      *exec.Cmd
+	grpcAddr string
+	mu       sync.Mutex
+	logs     strings.Builder
+	logDone  chan struct{}
+}
+
+// startServeProcess starts serve with args (on loopback, JSON logs, no
+// shutdown delay) in environment e, and returns once it listens.
+func startServeProcess(t *testing.T, e env, args ...string) *serveProcess {
+	t.Helper()
+	all, _ := json.Marshal(append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--log-format", "json", "--shutdown-delay", "0"}, args...))
+	p := &serveProcess{cmd: exec.Command(os.Args[0], "-test.run=^TestHelperServeProcess$", "-test.count=1"), logDone: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "KEYGATE_TEST_SERVE_PROCESS=1", "KEYGATE_TEST_SERVE_ARGS="+string(all))
+	for k, v := range e {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	p.cmd.Stdout = io.Discard
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.wait() })
+	addr := make(chan string, 1)
+	go func() {
+		defer close(p.logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			var rec struct{ Msg, GRPC string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
+				addr <- rec.GRPC
+			}
+		}
+	}()
+	select {
+	case p.grpcAddr = <-addr:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the serve process did not listen within 60 s:\n%s", p.log())
+	}
+	return p
+}
+
+// wait waits for the process and for its log to be read to the end.
+func (p *serveProcess) wait() error {
+	err := p.cmd.Wait()
+	<-p.logDone
+	return err
+}
+
+func (p *serveProcess) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// TestHelperServeProcess is `keygate serve` as main runs it, for
+// startServeProcess; it runs only in the process that starts.
+func TestHelperServeProcess(t *testing.T) {
+	if os.Getenv("KEYGATE_TEST_SERVE_PROCESS") != "1" {
+		t.Skip("runs only as the child process of startServeProcess")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv("KEYGATE_TEST_SERVE_ARGS")), &args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, hurry, stop := notifyShutdown(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := exitCode(run(ctx, hurry, args, os.Getenv, os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }

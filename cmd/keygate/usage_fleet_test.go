@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
-	"os"
-	"os/exec"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,20 +127,20 @@ func TestUsage_TwoServeReplicasAllowExactlyRemaining(t *testing.T) {
 // TestUsage_SIGKILLedReplicaNeverGrantsExtraUses: a replica killed with
 // SIGKILL mid-run loses the uses of its lease; the total never passes
 // remaining. The killed replica is a real process (this test binary,
-// re-run as TestUsage_HelperServe).
+// re-run as TestHelperServeProcess).
 func TestUsage_SIGKILLedReplicaNeverGrantsExtraUses(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	_, tok := meteredKey(t, dbURL, 500)
 	a := startReplica(t, env{"KEYGATE_DATABASE_URL": dbURL}, "--rate-limit", "0")
-	child, childAddr := startServeProcess(t, dbURL, "--rate-limit", "0")
-	conn, err := grpc.NewClient(childAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	child := startServeProcess(t, env{"KEYGATE_DATABASE_URL": dbURL}, "--rate-limit", "0")
+	conn, err := grpc.NewClient(child.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	killed := false
 	allowed, exceeded, failed := spendAll(t, []authv3.AuthorizationClient{a.client, authv3.NewAuthorizationClient(conn)}, tok, 64, 20, func() {
-		if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := child.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Error(err)
 		}
 		killed = true
@@ -157,65 +152,6 @@ func TestUsage_SIGKILLedReplicaNeverGrantsExtraUses(t *testing.T) {
 		t.Fatalf("allowed %d uses of 500 with a replica SIGKILLed mid-run", allowed)
 	}
 	t.Logf("allowed %d of 500 (%d lost with the killed replica's lease), usage_exceeded %d, errors %d", allowed, 500-allowed, exceeded, failed)
-}
-
-// startServeProcess runs `keygate serve` on dbURL in a process of its own
-// and returns it with its gRPC address.
-func startServeProcess(t *testing.T, dbURL string, args ...string) (*exec.Cmd, string) {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^TestUsage_HelperServe$")
-	cmd.Env = append(os.Environ(), "KEYGATE_USAGE_HELPER=1", "KEYGATE_DATABASE_URL="+dbURL,
-		"KEYGATE_USAGE_HELPER_ARGS="+strings.Join(append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-			"--log-format", "json", "--shutdown-delay", "0"}, args...), " "))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				addr <- line.GRPC
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return cmd, a
-	case <-time.After(30 * time.Second):
-		t.Fatal("the serve process did not start listening within 30 s")
-	}
-	return nil, ""
-}
-
-// TestUsage_HelperServe is `keygate serve` for startServeProcess; it runs
-// only in the process that test starts.
-func TestUsage_HelperServe(t *testing.T) {
-	if os.Getenv("KEYGATE_USAGE_HELPER") != "1" {
-		t.Skip("runs only as the child process of TestUsage_SIGKILLedReplicaNeverGrantsExtraUses")
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	err := run(ctx, nil, strings.Fields(os.Getenv("KEYGATE_USAGE_HELPER_ARGS")), os.Getenv, os.Stdout, os.Stderr)
-	if err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatal(err)
-	}
 }
 
 // TestUsage_GracefulStopGivesTheLeaseBack: a replica stopped by SIGTERM

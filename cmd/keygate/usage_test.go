@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -126,23 +121,6 @@ func TestKeysUsage_TableJSONAndFlagErrors(t *testing.T) {
 	}
 }
 
-// TestHelperServeProcess is `keygate serve` in a process of its own, as
-// main runs it (its signals included), for TestServe_SIGTERMFlushesUsage.
-func TestHelperServeProcess(t *testing.T) {
-	if os.Getenv("KEYGATE_TEST_SERVE_PROCESS") != "1" {
-		t.Skip("runs only as the child of TestServe_SIGTERMFlushesUsage")
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(os.Getenv("KEYGATE_TEST_SERVE_ARGS")), &args); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, hurry, stop := notifyShutdown(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := exitCode(run(ctx, hurry, args, os.Getenv, os.Stdout, os.Stderr), os.Stderr)
-	stop()
-	os.Exit(code)
-}
-
 // Counts made since the last flush are not lost on SIGTERM: a real serve
 // process, whose flush interval is far away, writes them as it stops.
 func TestServe_SIGTERMFlushesUsage(t *testing.T) {
@@ -150,43 +128,8 @@ func TestServe_SIGTERMFlushesUsage(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			e := migrated(t, b.env(t))
 			id, tok := createUsageKey(t, e, "--role", "viewer")
-			args, _ := json.Marshal([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-				"--log-format", "json", "--shutdown-delay", "0", "--last-used-flush", "1h", "--rate-limit", "0"})
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServeProcess$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "KEYGATE_TEST_SERVE_PROCESS=1", "KEYGATE_TEST_SERVE_ARGS="+string(args))
-			for k, v := range e {
-				cmd.Env = append(cmd.Env, k+"="+v)
-			}
-			stderr, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stdout = io.Discard
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			addr := make(chan string, 1)
-			var log strings.Builder
-			logDone := make(chan struct{})
-			go func() {
-				defer close(logDone)
-				sc := bufio.NewScanner(stderr)
-				for sc.Scan() {
-					log.WriteString(sc.Text() + "\n")
-					var rec struct{ Msg, GRPC string }
-					if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
-						addr <- rec.GRPC
-					}
-				}
-			}()
-			var grpcAddr string
-			select {
-			case grpcAddr = <-addr:
-			case <-time.After(60 * time.Second):
-				t.Fatal("serve did not start")
-			}
-			conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			proc := startServeProcess(t, e, "--last-used-flush", "1h", "--rate-limit", "0")
+			conn, err := grpc.NewClient(proc.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,12 +158,11 @@ func TestServe_SIGTERMFlushesUsage(t *testing.T) {
 					t.Fatal("POST allowed")
 				}
 			}
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if err := cmd.Wait(); err != nil {
-				<-logDone
-				t.Fatalf("serve after SIGTERM: %v\n%s", err, log.String())
+			if err := proc.wait(); err != nil {
+				t.Fatalf("serve after SIGTERM: %v\n%s", err, proc.log())
 			}
 			st := openTestStore(t, e)
 			now := time.Now().UTC()
