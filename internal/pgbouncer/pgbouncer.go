@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -62,7 +61,7 @@ func Start(t testing.TB, cfg Config) *Bouncer {
 	if cfg.PoolSize == 0 {
 		cfg.PoolSize = 20
 	}
-	server, err := url.Parse(serverURL())
+	server, err := url.Parse(pgtest.ServerURL())
 	if err != nil {
 		t.Fatalf("pgbouncer: KEYGATE_TEST_DATABASE_URL is not a URL: %v", err)
 	}
@@ -79,13 +78,10 @@ func Start(t testing.TB, cfg Config) *Bouncer {
 	// postgres user (-u), which must read its configuration.
 	var args []string
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
+		if _, err := user.Lookup("postgres"); err != nil {
 			skipOrFail(t, "running as root and there is no postgres user for pgbouncer to run as")
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
+		if err := pgtest.OwnToPostgres(dir); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args, "-u", "postgres")
@@ -250,13 +246,6 @@ func (b *Bouncer) URL(t testing.TB, dbURL, mode string) string {
 
 // Log is what PgBouncer has printed so far, for a failing test's message.
 func (b *Bouncer) Log() string { return b.log.String() }
-
-func serverURL() string {
-	if s := os.Getenv("KEYGATE_TEST_DATABASE_URL"); s != "" {
-		return s
-	}
-	return pgtest.DefaultURL
-}
 
 // binary finds pgbouncer on PATH or where Debian installs it (/usr/sbin,
 // which a non-root PATH may lack).

@@ -22,7 +22,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +51,7 @@ type Standby struct {
 // ends. It returns once the standby accepts read-only queries.
 func Start(t testing.TB) *Standby {
 	t.Helper()
-	s := &Standby{primary: serverURL()}
+	s := &Standby{primary: pgtest.ServerURL()}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	primary, err := pgx.Connect(ctx, s.primary)
@@ -89,13 +88,10 @@ func Start(t testing.TB) *Standby {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
+		if _, err := user.Lookup("postgres"); err != nil {
 			skipOrFail(t, "running as root and there is no postgres user to run the standby as")
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
+		if err := pgtest.OwnToPostgres(dir); err != nil {
 			t.Fatal(err)
 		}
 		s.asUser = []string{"runuser", "-u", "postgres", "--"}
@@ -154,10 +150,7 @@ cluster_name = 'keygate-test-standby'
 			t.Fatal(err)
 		}
 		if len(s.asUser) > 0 {
-			u, _ := user.Lookup("postgres")
-			uid, _ := strconv.Atoi(u.Uid)
-			gid, _ := strconv.Atoi(u.Gid)
-			if err := os.Chown(filepath.Join(s.data, name), uid, gid); err != nil {
+			if err := pgtest.OwnToPostgres(filepath.Join(s.data, name)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -299,13 +292,6 @@ func binDir(major int) string {
 		return filepath.Dir(p)
 	}
 	return ""
-}
-
-func serverURL() string {
-	if s := os.Getenv("KEYGATE_TEST_DATABASE_URL"); s != "" {
-		return s
-	}
-	return pgtest.DefaultURL
 }
 
 func skipOrFail(t testing.TB, msg string) {

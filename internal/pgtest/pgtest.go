@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"os/user"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,16 +26,35 @@ import (
 // DefaultURL is the server used when KEYGATE_TEST_DATABASE_URL is unset.
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
+// ServerURL is the test server: KEYGATE_TEST_DATABASE_URL, else
+// DefaultURL.
+func ServerURL() string {
+	if s := os.Getenv("KEYGATE_TEST_DATABASE_URL"); s != "" {
+		return s
+	}
+	return DefaultURL
+}
+
+// OwnToPostgres makes the postgres OS user the owner of path, for a
+// server program a root test runs as that user (PostgreSQL and PgBouncer
+// refuse to run as root). The error says when there is no such user.
+func OwnToPostgres(path string) error {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Chown(path, uid, gid)
+}
+
 // NewDatabase creates a fresh, empty database on the test server and returns
 // its URL (the server URL with the database name replaced, other parameters
 // kept). The database is dropped, with FORCE, when the test ends; close
 // pools before then or let FORCE end them.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	serverURL := os.Getenv("KEYGATE_TEST_DATABASE_URL")
-	if serverURL == "" {
-		serverURL = DefaultURL
-	}
+	serverURL := ServerURL()
 	u, err := url.Parse(serverURL)
 	if err != nil {
 		t.Fatalf("pgtest: KEYGATE_TEST_DATABASE_URL is not a URL: %v", err)
