@@ -2,7 +2,6 @@ package manage
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,20 +11,35 @@ import (
 	"github.com/keygate/keygate/store/sqlite"
 )
 
-// racingStore deactivates the target key (an admin's concurrent PATCH)
-// between the read that manage judges a change on and the update itself.
+// racingStore applies change to key keyID (an admin's concurrent PATCH)
+// between the read manage judges a request on and the write itself, an
+// update or a roll of that key.
 type racingStore struct {
 	*sqlite.Store
 	orgID, keyID string
+	change       store.KeyUpdate
+}
+
+func (r *racingStore) race(ctx context.Context, id string) error {
+	if id != r.keyID {
+		return nil
+	}
+	_, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, r.change, keygate.Actor{})
+	return err
 }
 
 func (r *racingStore) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error) {
-	if id == r.keyID {
-		if _, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, store.KeyUpdate{Active: ptr(false)}, keygate.Actor{}); err != nil {
-			return keygate.Key{}, err
-		}
+	if err := r.race(ctx, id); err != nil {
+		return keygate.Key{}, err
 	}
 	return r.Store.UpdateKey(ctx, orgID, id, u, by)
+}
+
+func (r *racingStore) RollKey(ctx context.Context, orgID, id string, t store.NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error) {
+	if err := r.race(ctx, id); err != nil {
+		return keygate.Key{}, err
+	}
+	return r.Store.RollKey(ctx, orgID, id, t, grace, by)
 }
 
 // A weaker key's active: true on an active key is a no-op, so it needs no
@@ -34,14 +48,7 @@ func (r *racingStore) UpdateKey(ctx context.Context, orgID, id string, u store.K
 // judged on the key as the update locks it (issue 12, item 5).
 func TestUpdateKeyAs_WideningIsJudgedOnTheLockedKey(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := liteStore(t)
 	svc := New(st, apikey.DefaultFormat(), time.Now)
 	owner, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "owner", Role: "owner", CreateOrganization: true}, keygate.Actor{})
 	if err != nil {
@@ -51,7 +58,7 @@ func TestUpdateKeyAs_WideningIsJudgedOnTheLockedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	racing := New(&racingStore{Store: st, orgID: "acme", keyID: owner.Key.ID}, apikey.DefaultFormat(), time.Now)
+	racing := New(&racingStore{Store: st, orgID: "acme", keyID: owner.Key.ID, change: store.KeyUpdate{Active: ptr(false)}}, apikey.DefaultFormat(), time.Now)
 	_, err = racing.UpdateKeyAs(ctx, Caller{Key: member.Key}, owner.Key.ID, KeyChanges{Active: ptr(true)})
 	if keygate.ErrorCode(err) != keygate.CodeInsufficientPermissions {
 		t.Errorf("member's active: true raced with a deactivation = %v; want insufficient_permissions", err)
@@ -62,35 +69,12 @@ func TestUpdateKeyAs_WideningIsJudgedOnTheLockedKey(t *testing.T) {
 	}
 }
 
-// racingRollStore raises the target key's rate limit (an admin's PATCH)
-// between the read a roll is judged on and the roll itself.
-type racingRollStore struct {
-	*sqlite.Store
-	orgID, keyID string
-}
-
-func (r *racingRollStore) RollKey(ctx context.Context, orgID, id string, t store.NewToken, grace time.Duration, by keygate.Actor) (keygate.Key, error) {
-	if id == r.keyID {
-		if _, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, store.KeyUpdate{RateLimitPerMinute: ptr(1000)}, keygate.Actor{}); err != nil {
-			return keygate.Key{}, err
-		}
-	}
-	return r.Store.RollKey(ctx, orgID, id, t, grace, by)
-}
-
 // A roll mints a token, so the key may have nothing beyond the caller; if
 // an admin widens the key between manage's read and the roll, the roll is
 // judged on the widened key, as the roll locks it.
 func TestRollKeyAs_BoundsAreJudgedOnTheLockedKey(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := liteStore(t)
 	svc := New(st, apikey.DefaultFormat(), time.Now)
 	member, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "member", Role: "member",
 		RateLimitPerMinute: ptr(10), CreateOrganization: true}, keygate.Actor{})
@@ -102,7 +86,7 @@ func TestRollKeyAs_BoundsAreJudgedOnTheLockedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	racing := New(&racingRollStore{Store: st, orgID: "acme", keyID: target.Key.ID}, apikey.DefaultFormat(), time.Now)
+	racing := New(&racingStore{Store: st, orgID: "acme", keyID: target.Key.ID, change: store.KeyUpdate{RateLimitPerMinute: ptr(1000)}}, apikey.DefaultFormat(), time.Now)
 	_, err = racing.RollKeyAs(ctx, Caller{Key: member.Key}, target.Key.ID, 0)
 	if keygate.ErrorCode(err) != keygate.CodeInsufficientPermissions {
 		t.Errorf("roll raced with a widening = %v; want insufficient_permissions", err)

@@ -3,7 +3,6 @@ package manage
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/keygate/keygate"
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/store"
-	"github.com/keygate/keygate/store/sqlite"
 )
 
 func rl(name string, limit, seconds int) keygate.RateLimit {
@@ -160,35 +158,12 @@ func TestRateLimits_PatchCannotDropOrLoosenBeyondTheCaller(t *testing.T) {
 	}
 }
 
-// racingLimitsStore gives the target key a named limit (an admin's PATCH)
-// between the read manage judges a change on and the update itself.
-type racingLimitsStore struct {
-	*sqlite.Store
-	orgID, keyID string
-}
-
-func (r *racingLimitsStore) UpdateKey(ctx context.Context, orgID, id string, u store.KeyUpdate, by keygate.Actor) (keygate.Key, error) {
-	if id == r.keyID {
-		if _, err := r.Store.UpdateKey(ctx, r.orgID, r.keyID, store.KeyUpdate{RateLimits: &[]keygate.RateLimit{rl("search", 1, 60)}}, keygate.Actor{}); err != nil {
-			return keygate.Key{}, err
-		}
-	}
-	return r.Store.UpdateKey(ctx, orgID, id, u, by)
-}
-
 // Clearing the limits of a key that has none needs no rights; if an admin
 // limits that key between manage's read and the write, the same PATCH
 // would drop the new limit. It is judged on the key as the update locks it.
 func TestUpdateKeyAs_DroppingANamedLimitIsJudgedOnTheLockedKey(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := liteStore(t)
 	svc := New(st, apikey.DefaultFormat(), time.Now)
 	owner, err := svc.CreateKey(ctx, NewKey{OrgID: "acme", UserID: "alice", Name: "owner", Role: "owner", CreateOrganization: true}, keygate.Actor{})
 	if err != nil {
@@ -198,7 +173,8 @@ func TestUpdateKeyAs_DroppingANamedLimitIsJudgedOnTheLockedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	racing := New(&racingLimitsStore{Store: st, orgID: "acme", keyID: owner.Key.ID}, apikey.DefaultFormat(), time.Now)
+	racing := New(&racingStore{Store: st, orgID: "acme", keyID: owner.Key.ID,
+		change: store.KeyUpdate{RateLimits: &[]keygate.RateLimit{rl("search", 1, 60)}}}, apikey.DefaultFormat(), time.Now)
 	_, err = racing.UpdateKeyAs(ctx, Caller{Key: member.Key}, owner.Key.ID, KeyChanges{RateLimits: &[]keygate.RateLimit{}})
 	if keygate.ErrorCode(err) != keygate.CodeInsufficientPermissions {
 		t.Errorf("member's rate_limits: [] raced with a new limit = %v; want insufficient_permissions", err)

@@ -14,16 +14,21 @@ import (
 
 func sourcesService(t *testing.T) (*Service, context.Context) {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
+	return New(liteStore(t), apikey.DefaultFormat(), time.Now), context.Background()
+}
+
+// liteStore is a fresh, migrated embedded store, closed when the test ends.
+func liteStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db"), Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
+	t.Cleanup(st.Close)
+	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return New(st, apikey.DefaultFormat(), time.Now), ctx
+	return st
 }
 
 func TestCreateKey_AllowedSourcesValidated(t *testing.T) {

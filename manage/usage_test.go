@@ -1,9 +1,7 @@
 package manage
 
 import (
-	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,29 +11,20 @@ import (
 	"github.com/keygate/keygate/apikey"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/store/postgres"
-	"github.com/keygate/keygate/store/sqlite"
 )
 
 // usageStores are both stores, each fresh and migrated.
 func usageStores(t *testing.T) map[string]Store {
 	t.Helper()
-	ctx := t.Context()
-	lite, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "keygate.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lite.Close)
-	pg, err := postgres.Open(ctx, postgres.Config{URL: pgtest.NewDatabase(t)})
+	pg, err := postgres.Open(t.Context(), postgres.Config{URL: pgtest.NewDatabase(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pg.Close)
-	for _, s := range []interface{ Migrate(context.Context) error }{lite, pg} {
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+	if err := pg.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
 	}
-	return map[string]Store{"sqlite": lite, "postgres": pg}
+	return map[string]Store{"sqlite": liteStore(t), "postgres": pg}
 }
 
 // meteredCaller is an owner key of acme with remaining uses and refill.
