@@ -60,6 +60,35 @@ func (f *fakeStore) set(h keygate.Hash, rec keygate.KeyRecord) {
 	f.recs[h] = rec
 }
 
+// heldLoad starts a lookup of h (stored as rec) on a new cache over fs
+// and returns once the load has read rec, while the store still holds
+// its answer: release lets it answer, done is closed when the lookup
+// returns. Later queries are not held (fs.replace).
+func heldLoad(t *testing.T, fs *fakeStore, h keygate.Hash, rec keygate.KeyRecord) (c *Cache, release func(), done <-chan struct{}) {
+	t.Helper()
+	fs.set(h, rec)
+	gate := make(chan struct{})
+	fs.gate = gate
+	fs.entered = make(chan struct{}, 1)
+	c = newTestCache(t, fs, nil)
+	d := make(chan struct{})
+	go func() {
+		defer close(d)
+		_, _ = c.View(context.Background(), h)
+	}()
+	<-fs.entered
+	return c, func() { close(gate) }, d
+}
+
+// replace changes h's record in the store, as a write that commits while
+// a held load is in flight, and holds no later query.
+func (f *fakeStore) replace(h keygate.Hash, rec keygate.KeyRecord) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recs[h] = rec
+	f.gate, f.entered = nil, nil
+}
+
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -305,26 +334,12 @@ func TestPurge_DropsEverything(t *testing.T) {
 func TestLookup_LoadStartedBeforeInvalidationIsNotServedAfter(t *testing.T) {
 	fs := newFakeStore()
 	h := hashOf("k1")
-	fs.set(h, record("key_1", "acme"))
-	gate := make(chan struct{})
-	fs.gate = gate
-	fs.entered = make(chan struct{}, 1)
-	c := newTestCache(t, fs, nil)
-
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = c.View(context.Background(), h) // reads the old record
-	}()
-	<-fs.entered
+	c, release, done := heldLoad(t, fs, h, record("key_1", "acme")) // reads the old record
 
 	revoked := record("key_1", "acme")
 	now := time.Now()
 	revoked.Key.RevokedAt = &now
-	fs.mu.Lock()
-	fs.recs[h] = revoked
-	fs.gate, fs.entered = nil, nil
-	fs.mu.Unlock()
+	fs.replace(h, revoked)
 	c.Apply(keygate.Event{Kind: keygate.EventKeyRevoked, Hashes: []keygate.Hash{h}})
 
 	// A lookup after the invalidation must not join the old flight.
@@ -332,7 +347,7 @@ func TestLookup_LoadStartedBeforeInvalidationIsNotServedAfter(t *testing.T) {
 	if err != nil || rec.Status(time.Now()) != keygate.StatusRevoked {
 		t.Fatalf("lookup after invalidation = %+v, %v; want the revoked record", rec, err)
 	}
-	close(gate) // the old load now returns the active record and stores it
+	release() // the old load now returns the active record and stores it
 	<-done
 	c.store.Wait()
 	for i := 0; i < 3; i++ {
@@ -490,25 +505,11 @@ func TestLookup_LoadStartedBeforeOrgEventOrPurgeIsNotJoinedAfter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := newFakeStore()
 			h := hashOf("k1")
-			fs.set(h, record("key_1", "acme"))
-			gate := make(chan struct{})
-			fs.gate = gate
-			fs.entered = make(chan struct{}, 1)
-			c := newTestCache(t, fs, nil)
-
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_, _ = c.View(context.Background(), h) // reads the enabled organization
-			}()
-			<-fs.entered
+			c, release, done := heldLoad(t, fs, h, record("key_1", "acme")) // reads the enabled organization
 
 			disabled := record("key_1", "acme")
 			disabled.OrgDisabled = true
-			fs.mu.Lock()
-			fs.recs[h] = disabled
-			fs.gate, fs.entered = nil, nil
-			fs.mu.Unlock()
+			fs.replace(h, disabled)
 			tc.event(c)
 
 			got := make(chan *keygate.KeyView, 1)
@@ -524,7 +525,7 @@ func TestLookup_LoadStartedBeforeOrgEventOrPurgeIsNotJoinedAfter(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("lookup after the event joined the load still held open before it")
 			}
-			close(gate)
+			release()
 			<-done
 			c.store.Wait()
 			if rec, err := c.View(context.Background(), h); err != nil || !rec.OrgDisabled() {
