@@ -143,7 +143,7 @@ func (l *Limiter) allow(keyID string, perMinute int, now time.Time) Result {
 	capacity := step * n
 	at := int64(now.Sub(l.epoch))
 
-	s := &l.buckets.shards[maphash.String(l.seed, keyID)%numShards]
+	s := l.mainShard(keyID)
 	s.mu.Lock()
 	full, ok := s.m[keyID]
 	spent := min(max(full-at, 0), capacity)

@@ -102,13 +102,13 @@ func (l *Limiter) allowNamed(keyID string, perMinute int, n Named, now time.Time
 	)
 	if limited {
 		m = newGCRA(min(perMinute, maxPerMinute), time.Minute)
-		ms = &l.buckets.shards[maphash.String(l.seed, keyID)%numShards]
+		ms = l.mainShard(keyID)
 		ms.mu.Lock()
 		mFull, mOK = ms.m[keyID]
 		mSpent = min(max(mFull-at, 0), m.capacity)
 		mFits = m.fits(mSpent)
 	}
-	ns := &l.named.shards[(maphash.String(l.seed, keyID)^maphash.String(l.seed, n.Name))%numShards]
+	ns := l.namedShard(keyID, n.Name)
 	ns.mu.Lock()
 	b, nOK := ns.m[nk]
 	nSpent := max(b.full-at, 0)
@@ -181,7 +181,7 @@ func (l *Limiter) giveBack(keyID string, perMinute int, n Named, now time.Time) 
 	at := int64(now.Sub(l.epoch))
 	if perMinute > 0 {
 		m := newGCRA(min(perMinute, maxPerMinute), time.Minute)
-		s := &l.buckets.shards[maphash.String(l.seed, keyID)%numShards]
+		s := l.mainShard(keyID)
 		s.mu.Lock()
 		if full, ok := s.m[keyID]; ok && full > at {
 			s.m[keyID] = max(full-m.step, at)
@@ -192,7 +192,7 @@ func (l *Limiter) giveBack(keyID string, perMinute int, n Named, now time.Time) 
 		return
 	}
 	nk := namedKey{keyID, n.Name}
-	s := &l.named.shards[(maphash.String(l.seed, keyID)^maphash.String(l.seed, n.Name))%numShards]
+	s := l.namedShard(keyID, n.Name)
 	s.mu.Lock()
 	if b, ok := s.m[nk]; ok && b.full > at {
 		g := newGCRA(n.Limit, n.Per)
@@ -200,4 +200,14 @@ func (l *Limiter) giveBack(keyID string, perMinute int, n Named, now time.Time) 
 		s.m[nk] = b
 	}
 	s.mu.Unlock()
+}
+
+// mainShard is the shard of keyID's main bucket.
+func (l *Limiter) mainShard(keyID string) *shard[string, int64] {
+	return &l.buckets.shards[maphash.String(l.seed, keyID)%numShards]
+}
+
+// namedShard is the shard of keyID's bucket of the named limit name.
+func (l *Limiter) namedShard(keyID, name string) *shard[namedKey, namedBucket] {
+	return &l.named.shards[(maphash.String(l.seed, keyID)^maphash.String(l.seed, name))%numShards]
 }
