@@ -155,16 +155,15 @@ func (s *Service) importKeys(ctx context.Context, nks []store.NewKey, tokens []s
 	}
 	keys, err := s.store.ImportKeys(ctx, nks, by)
 	var ie *store.ImportItemError
-	if errors.As(err, &ie) {
-		return nil, ItemError(ie.Index, ie.Err)
-	}
-	var ce *store.ImportConflictError
-	if errors.As(err, &ce) {
-		e := keygate.Errorf(keygate.CodeConflict, "keys[%d]: a key with this token hash exists already.", ce.Index)
-		e.Param = fmt.Sprintf("keys[%d].hash", ce.Index)
+	switch {
+	case !errors.As(err, &ie):
+		return keys, err
+	case errors.Is(ie.Err, keygate.ErrConflict):
+		e := keygate.Errorf(keygate.CodeConflict, "keys[%d]: a key with this token hash exists already.", ie.Index)
+		e.Param = fmt.Sprintf("keys[%d].hash", ie.Index)
 		return nil, e
 	}
-	return keys, err
+	return nil, ItemError(ie.Index, ie.Err)
 }
 
 func repeatedHash(i, j int) error {

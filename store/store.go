@@ -64,8 +64,8 @@ type Store interface {
 	// transaction, every key inserted as CreateKey inserts it, with one
 	// api_key.imported audit event and one key.created key event (and, on
 	// PostgreSQL, a NOTIFY) per key. A hash that exists already, or twice
-	// in ks, is an *ImportConflictError naming the item; nothing is
-	// written then.
+	// in ks, is an *ImportItemError naming the item, with Err
+	// keygate.ErrConflict; nothing is written then.
 	ImportKeys(ctx context.Context, ks []NewKey, by keygate.Actor) ([]keygate.Key, error)
 	// GetKey returns a key of organization orgID that is not revoked, or
 	// keygate.ErrNotFound (also for another organization's id).
@@ -240,22 +240,10 @@ type NewKey struct {
 	Token              NewToken
 }
 
-// ImportConflictError is ImportKeys refusing keys because item Index
-// names a token hash that exists already (in any organization) or that an
-// earlier item names. It is a keygate.ErrConflict.
-type ImportConflictError struct {
-	Index int
-}
-
-func (e *ImportConflictError) Error() string {
-	return fmt.Sprintf("store: import item %d: the token hash exists already", e.Index)
-}
-
-// Unwrap makes the error a keygate.ErrConflict.
-func (e *ImportConflictError) Unwrap() error { return keygate.ErrConflict }
-
-// ImportItemError is ImportKeys refusing keys because item Index was
-// refused as CreateKey would refuse it (a Debit its creator cannot cover:
+// ImportItemError is ImportKeys refusing keys because of item Index: Err
+// is keygate.ErrConflict for a token hash that exists already (in any
+// organization) or that an earlier item names, and what CreateKey would
+// refuse the item with otherwise (a Debit its creator cannot cover:
 // ErrInsufficientUses), so the caller can name the item.
 type ImportItemError struct {
 	Index int

@@ -27,7 +27,7 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if i, err := firstKnownHash(ctx, tx, ks); err != nil || i >= 0 {
 			if err == nil {
-				err = &store.ImportConflictError{Index: i}
+				err = &store.ImportItemError{Index: i, Err: keygate.ErrConflict}
 			}
 			return err
 		}
@@ -40,7 +40,7 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 			switch {
 			case errors.Is(err, keygate.ErrConflict):
 				// A hash inserted by a concurrent write, or twice in ks.
-				return &store.ImportConflictError{Index: i}
+				return &store.ImportItemError{Index: i, Err: keygate.ErrConflict}
 			case errors.Is(err, store.ErrInsufficientUses):
 				return &store.ImportItemError{Index: i, Err: err}
 			case err != nil:

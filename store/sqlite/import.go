@@ -48,7 +48,7 @@ func (s *Store) ImportKeys(ctx context.Context, ks []store.NewKey, by keygate.Ac
 		c, err := insertKey(ctx, ks[i], &keys[i])(tx, now)
 		switch {
 		case errors.Is(err, keygate.ErrConflict):
-			return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), &store.ImportConflictError{Index: i})
+			return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), &store.ImportItemError{Index: i, Err: keygate.ErrConflict})
 		case errors.Is(err, store.ErrInsufficientUses):
 			return nil, fmt.Errorf("sqlite: import %d keys: %w", len(ks), &store.ImportItemError{Index: i, Err: err})
 		case err != nil:

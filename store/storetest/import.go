@@ -133,9 +133,9 @@ func testImportConflict(t *testing.T, e *env) {
 		}, 2},
 	} {
 		_, err := e.s.ImportKeys(e.ctx, tc.ks, cli)
-		var ce *store.ImportConflictError
+		var ce *store.ImportItemError
 		if !errors.As(err, &ce) || ce.Index != tc.want || !errors.Is(err, keygate.ErrConflict) {
-			t.Errorf("%s: ImportKeys error %v, want an ImportConflictError at %d", tc.name, err, tc.want)
+			t.Errorf("%s: ImportKeys error %v, want an ImportItemError with ErrConflict at %d", tc.name, err, tc.want)
 		}
 		for _, nk := range tc.ks {
 			if _, err := e.s.GetKey(e.ctx, "acme", nk.ID); !errors.Is(err, keygate.ErrNotFound) {
